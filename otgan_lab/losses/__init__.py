@@ -1,0 +1,1 @@
+"""Pure loss and penalty functions (no networks, no optimizers)."""

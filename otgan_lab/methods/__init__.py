@@ -1,0 +1,1 @@
+"""One file per method; base.py holds the contract every method follows."""

@@ -1,0 +1,1 @@
+"""Architectures only: no losses, no training logic."""

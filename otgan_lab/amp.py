@@ -1,0 +1,119 @@
+"""Precision policy and the step context that methods optimise through.
+
+A method never calls backward() or step(): it calls `ctx.optimize(name, loss)`, so loss scaling (fp16),
+gradient clipping and the "backward outside autocast" rule live here once. Input gradients for penalties go
+through `ctx.input_grad`, which follows PyTorch's AMP gradient-penalty recipe (differentiate the scaled
+output, then divide by the scale) so the penalty sees true gradients under fp16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+class PrecisionError(ValueError):
+    """The requested precision cannot run on this device."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # fp32 | bf16 | fp16 (resolved, never auto)
+    device_type: str  # cpu | cuda
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    @property
+    def uses_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> Precision:
+    """fp32 | bf16 | fp16 | auto -> a concrete policy; clear errors for what the device cannot do."""
+    device_type = torch.device(device).type
+    if requested not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        if device_type == "cuda":
+            return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", device_type)
+        return Precision("fp32", device_type)
+    if requested == "fp16" and device_type != "cuda":
+        raise PrecisionError(
+            "precision=fp16 (float16 autocast with loss scaling) needs a CUDA device, and this run is on "
+            f"{device_type}. Use precision=bf16 (bfloat16 autocast works on CPU) or precision=fp32."
+        )
+    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise PrecisionError("this GPU does not support bfloat16; use precision=fp16 or fp32")
+    return Precision(requested, device_type)
+
+
+@dataclass
+class StepContext:
+    """What a method's train_step may use. `step` is the index of the current generator iteration."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    precision: Precision
+    grad_clip: float | None = None
+    step: int = 0
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._params = {
+            name: [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+            for name, opt in self.optimizers.items()
+        }
+        if self.precision.uses_scaler and not self.scalers:
+            # One GradScaler per optimizer: each network's loss scale adapts to its own overflows.
+            self.scalers = {name: torch.amp.GradScaler("cuda") for name in self.optimizers}
+
+    def autocast(self):
+        return self.precision.autocast()
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """Zero the named optimizer's gradients, backpropagate `loss` into its parameters only, step."""
+        opt, params = self.optimizers[name], self._params[name]
+        scaler = self.scalers.get(name)
+        for p in params:
+            p.grad = None
+        # Backward outside autocast (the backward ops follow the forward's dtypes anyway); `inputs=`
+        # keeps other networks' .grad untouched, so no freezing is needed between updates.
+        with torch.autocast(self.precision.device_type, enabled=False):
+            (scaler.scale(loss) if scaler else loss).backward(inputs=params)
+            if self.grad_clip:
+                if scaler:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+
+    def input_grad(self, outputs: torch.Tensor, inputs: torch.Tensor, optimizer: str) -> torch.Tensor:
+        """d(sum outputs)/d inputs with create_graph=True, unscaled under fp16 (AMP penalty recipe)."""
+        scaler = self.scalers.get(optimizer)
+        total = outputs.float().sum()
+        if scaler is None:
+            return torch.autograd.grad(total, inputs, create_graph=True)[0]
+        (scaled,) = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
+        # The scale as a device tensor: dividing by it avoids the host sync of get_scale().
+        return scaled / scaler._get_scale_async().to(scaled.dtype)
+
+    def state_dict(self) -> dict:
+        return {name: s.state_dict() for name, s in self.scalers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, s in self.scalers.items():
+            if name in state:
+                s.load_state_dict(state[name])

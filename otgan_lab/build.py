@@ -1,0 +1,128 @@
+"""Config -> objects: dataset, method, sampler, logger, evaluator. Shared by `otlab train` and `otlab eval`.
+
+`check_config` rejects bad values with one message listing every problem, before anything expensive runs.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from otgan_lab.amp import PrecisionError, resolve_precision
+from otgan_lab.data.base import DeviceDataset
+from otgan_lab.evaluation import Evaluator
+from otgan_lab.loggers import JsonlLogger, Logger, MultiLogger, WandbLogger
+
+# dataset-config keys that describe the dataset rather than being arguments of its factory
+_DATASET_DESCRIPTORS = ("name", "shape", "batch_size", "cpu_threads")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration values; the message says what was wrong and what to do."""
+
+
+def _walk(node: Any, prefix: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, node
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Static checks of values (no data or networks touched)."""
+    problems: list[str] = []
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.trainer.steps < 1:
+        problems.append(f"trainer.steps must be >= 1 (got {cfg.trainer.steps})")
+    if cfg.batch_size < 1:
+        problems.append(f"batch_size must be >= 1 (got {cfg.batch_size})")
+    for key, value in _walk(plain["method"], "method"):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "lr" and (not isinstance(value, (int, float)) or value <= 0):
+            problems.append(f"{key} must be a positive learning rate (got {value})")
+        if leaf in ("n_critic", "n_gen", "unroll_steps") and (not isinstance(value, int) or value < (0 if leaf == "unroll_steps" else 1)):
+            problems.append(f"{key} must be an integer >= {0 if leaf == 'unroll_steps' else 1} (got {value})")
+    ema = cfg.trainer.ema
+    if ema.enabled and not 0.0 <= ema.decay < 1.0:
+        problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
+    if cfg.eval.n_samples < 1:
+        problems.append(f"eval.n_samples must be >= 1 (got {cfg.eval.n_samples})")
+    if cfg.trainer.resume not in ("auto", True, False):
+        problems.append(f"trainer.resume must be auto, true or false (got {cfg.trainer.resume})")
+    try:
+        resolve_precision(cfg.precision, resolve_device(cfg.device))
+    except (PrecisionError, ConfigError) as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
+    return device
+
+
+def seed_everything(seed: int, num_threads: int | None = None) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+def build_dataset(cfg: DictConfig, seed: int, device: torch.device) -> DeviceDataset:
+    params = {k: v for k, v in cfg.dataset.items() if k not in _DATASET_DESCRIPTORS}
+    data = instantiate(DictConfig(params), seed=seed, device=device, _convert_="all")
+    if tuple(data.shape) != tuple(cfg.dataset.shape):
+        raise ConfigError(f"dataset.shape {list(cfg.dataset.shape)} does not match the data's {list(data.shape)}")
+    if cfg.batch_size > len(data):
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than dataset {data.name!r} ({len(data)} samples); "
+            "lower batch_size or use more data"
+        )
+    return data
+
+
+def build_method(cfg: DictConfig, device: torch.device):
+    nets = {name: instantiate(net_cfg) for name, net_cfg in cfg.model.nets.items()}
+    method = instantiate(cfg.method, _convert_="all", **nets)
+    critic = method.nets["critic"] if "critic" in method.nets else None
+    if critic is not None and not method.allows_critic_batchnorm and any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules()
+    ):
+        raise ConfigError(
+            f"method {method.name!r} uses a per-sample gradient penalty, which BatchNorm in the critic breaks; "
+            "set model.nets.critic.batchnorm=false (LayerNorm is fine)"
+        )
+    return method.to(device)
+
+
+def build_sampler(cfg: DictConfig):
+    return instantiate(cfg.sampler)
+
+
+def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_type: str = "train") -> Logger:
+    loggers: list[Logger] = [JsonlLogger(out_dir)]
+    if cfg.logger.kind == "wandb":
+        loggers.append(WandbLogger(
+            out_dir, OmegaConf.to_container(cfg, resolve=True), project=cfg.logger.project, mode=cfg.logger.mode,
+            group=cfg.logger.group or group, name=Path(out_dir).name, tags=list(cfg.logger.tags),
+            entity=cfg.logger.entity, job_type=job_type,
+        ))
+    elif cfg.logger.kind != "none":
+        raise ConfigError(f"logger.kind must be wandb or none (got {cfg.logger.kind})")
+    return MultiLogger(*loggers)
+
+
+def build_evaluator(cfg: DictConfig, data: DeviceDataset, sampler, out_dir: Path, logger: Logger) -> Evaluator:
+    suites = OmegaConf.to_container(cfg.metrics.suites, resolve=True)
+    return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir, logger=logger)

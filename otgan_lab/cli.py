@@ -1,0 +1,32 @@
+"""`otlab <command> [args]`: a thin dispatcher. Hydra owns the rest of argv for Hydra commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("otgan_lab.train", "train a method (Hydra app: otlab train --help)"),
+}
+
+USAGE = "usage: otlab <command> [args]\n\ncommands:\n" + "\n".join(
+    f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"otlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(COMMANDS[command][0])
+    sys.argv = [f"otlab {command}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""MNIST-like image datasets through torchvision, held on the device as uint8.
+
+Root directory: `dataset.root`, else $OTLAB_DATA, else a user cache dir. Files are torchvision's raw layout
+(`<root>/MNIST/raw/train-images-idx3-ubyte`, ...). When they are missing, torchvision downloads them if the
+network allows; otherwise one clear error names the directory and the files, before any model is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from otgan_lab.data.base import DeviceDataset
+
+# dataset name -> (torchvision class name, class names)
+_IMAGE_DATASETS = {
+    "mnist": ("MNIST", [str(i) for i in range(10)]),
+    "fashion_mnist": (
+        "FashionMNIST",
+        ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"],
+    ),
+}
+_RAW_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The dataset files are not on disk and could not be downloaded."""
+
+
+def default_root() -> Path:
+    if os.environ.get("OTLAB_DATA"):
+        return Path(os.environ["OTLAB_DATA"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "otgan_lab" / "data"
+
+
+def expected_files(name: str, root: str | Path, split: str) -> list[Path]:
+    folder, _ = _IMAGE_DATASETS[name]
+    return [Path(root) / folder / "raw" / f for f in _RAW_FILES[split]]
+
+
+def check_available(name: str, root: str | Path | None, split: str = "train", download: bool = True) -> Path:
+    """Make sure the raw files exist (downloading if allowed); return the resolved root.
+
+    Cheap: called during config validation, before any network is built."""
+    if name not in _IMAGE_DATASETS:
+        raise ValueError(f"unknown image dataset {name!r}; choose one of {sorted(_IMAGE_DATASETS)}")
+    root = Path(root).expanduser() if root else default_root()
+    missing = [p for p in expected_files(name, root, split) if not p.exists()]
+    if not missing:
+        return root
+    error = None
+    if download:
+        try:
+            _torchvision_dataset(name, root, split, download=True)
+            missing = [p for p in expected_files(name, root, split) if not p.exists()]
+        except Exception as exc:  # no network, proxy, checksum...: report below with the file list
+            error = exc
+    if missing:
+        folder, _ = _IMAGE_DATASETS[name]
+        listing = "\n  ".join(str(p) for p in missing)
+        reason = f" Download failed: {error}." if error else ""
+        raise DatasetMissingError(
+            f"dataset {name!r} ({split} split) is not in {root / folder / 'raw'}.{reason}\n"
+            f"Missing files:\n  {listing}\n"
+            f"Put torchvision's raw {folder} files there, or point dataset.root (or $OTLAB_DATA) at a folder "
+            f"that holds {folder}/raw/."
+        )
+    return root
+
+
+def _torchvision_dataset(name: str, root: Path, split: str, download: bool):
+    import torchvision.datasets as tvd
+
+    folder, _ = _IMAGE_DATASETS[name]
+    return getattr(tvd, folder)(root=str(root), train=(split == "train"), download=download)
+
+
+def image_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    classes: Sequence[int] | None = None,
+    download: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> DeviceDataset:
+    """Load the split as a uint8 (N, 1, 28, 28) tensor on `device`, optionally keeping only `classes`."""
+    root = check_available(name, root, split, download)
+    tv = _torchvision_dataset(name, root, split, download=False)
+    images, labels = tv.data.unsqueeze(1).contiguous(), tv.targets.long()
+    class_names = _IMAGE_DATASETS[name][1]
+    if classes is not None and len(classes) > 0:
+        bad = [c for c in classes if not 0 <= int(c) < len(class_names)]
+        if bad:
+            raise ValueError(f"dataset.classes {bad} out of range 0..{len(class_names) - 1} for {name}")
+        keep = torch.isin(labels, torch.tensor([int(c) for c in classes]))
+        images, labels = images[keep], labels[keep]
+    return DeviceDataset(
+        name=name,
+        data=images.to(device),
+        kind="image",
+        labels=labels.to(device),
+        meta={"num_classes": len(class_names), "class_names": class_names, "split": split, "root": str(root)},
+        seed=seed,
+    )

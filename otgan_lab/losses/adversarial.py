@@ -1,0 +1,32 @@
+"""Adversarial loss pairs on raw critic scores (METHODS.md §1-3).
+
+GAN (Goodfellow et al. 2014) on logits l: critic softplus(-l(x)) + softplus(l(G(z))); generator
+non-saturating softplus(-l(G(z))) or minimax -softplus(l(G(z))). WGAN (Arjovsky et al. 2017): the critic
+minimises E f(G(z)) - E f(x), so it scores real data higher; the generator minimises -E f(G(z)).
+All losses are batch means.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gan_critic_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+
+
+def gan_generator_loss(logits_fake: torch.Tensor, form: str = "non_saturating") -> torch.Tensor:
+    if form == "non_saturating":
+        return F.softplus(-logits_fake).mean()
+    if form == "minimax":
+        return -F.softplus(logits_fake).mean()
+    raise ValueError(f"generator loss form must be 'non_saturating' or 'minimax', got {form!r}")
+
+
+def wasserstein_critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
+    return score_fake.mean() - score_real.mean()
+
+
+def wasserstein_generator_loss(score_fake: torch.Tensor) -> torch.Tensor:
+    return -score_fake.mean()

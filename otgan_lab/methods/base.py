@@ -1,0 +1,112 @@
+"""The method contract (DESIGN.md).
+
+A method owns its networks, prior, losses and update schedule; it never owns the loop, AMP, EMA, logging
+or files. The trainer calls `train_step(real, ctx)` once per generator iteration; the method draws as many
+real batches as its schedule needs through `real(n)` and updates networks through `ctx.optimize(name,
+loss)`. Samplers and metrics see only the public surface: `prior`, `generate`, `sample`, `critic`.
+Capabilities are declared as class attributes, never tested by type in shared code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from otgan_lab.amp import StepContext
+
+RealBatches = Callable[[int], torch.Tensor]
+PRIOR_KINDS = ("normal", "uniform")
+
+
+class Method(nn.Module):
+    #: networks the model config must provide, by name (also the names of the optimizers)
+    required_nets: ClassVar[tuple[str, ...]] = ("generator", "critic")
+    #: has a critic(x) that scores samples (samplers DRS/DOT/MH need it)
+    has_critic: ClassVar[bool] = True
+    #: critic(x) is a logit approximating log p_data/p_gen (DRS/MH may use it without calibration)
+    critic_is_logit: ClassVar[bool] = False
+    #: whether BatchNorm in the critic is compatible with the method (no for per-sample penalties)
+    allows_critic_batchnorm: ClassVar[bool] = True
+    #: the network whose weights EMA averages and samplers use
+    ema_net: ClassVar[str] = "generator"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        batch_size: int,
+        prior: Mapping[str, Any],
+        optim: Mapping[str, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]],
+        **nets: nn.Module,
+    ) -> None:
+        super().__init__()
+        missing = [n for n in self.required_nets if n not in nets]
+        if missing:
+            raise ValueError(
+                f"method {name!r} needs networks {list(self.required_nets)}; the model config is missing "
+                f"{missing}. Choose a model that provides them."
+            )
+        if prior["kind"] not in PRIOR_KINDS:
+            raise ValueError(f"prior.kind must be one of {PRIOR_KINDS}, got {prior['kind']!r}")
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.prior_kind = str(prior["kind"])
+        self.z_dim = int(prior["dim"])
+        self.nets = nn.ModuleDict({k: v for k, v in nets.items() if k in self.required_nets})
+        self._optim_factories = dict(optim)
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
+
+    # -- public surface ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self._device_anchor.device
+
+    def prior(self, n: int) -> torch.Tensor:
+        """n latent codes: N(0, I) or U[-1, 1]^d."""
+        if self.prior_kind == "normal":
+            return torch.randn(n, self.z_dim, device=self.device)
+        return torch.rand(n, self.z_dim, device=self.device).mul_(2).sub_(1)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.nets[self.ema_net](z)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.generate(self.prior(n))
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw score (n,): a logit for GAN-type methods, a critic value for Wasserstein ones."""
+        return self.nets["critic"](x)
+
+    @property
+    def critic_module(self) -> nn.Module:
+        return self.nets["critic"]
+
+    def critic_parameters(self) -> Iterable[nn.Parameter]:
+        return self.critic_module.parameters()
+
+    @property
+    def ema_module(self) -> nn.Module:
+        return self.nets[self.ema_net]
+
+    # -- training ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        unknown = [n for n in self._optim_factories if n not in self.nets]
+        if unknown:
+            raise ValueError(f"method {self.name!r}: optimizers for unknown networks {unknown}")
+        return {n: make(self.nets[n].parameters()) for n, make in self._optim_factories.items()}
+
+    def train_step(self, real: RealBatches, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One generator iteration; returns detached scalar tensors to log (no .item() here)."""
+        raise NotImplementedError
+
+    def fit_end(self, data: Any, ctx: StepContext) -> dict[str, float]:
+        """Optional post-training solve (e.g. AE-OT's OT map); results must live in buffers."""
+        return {}
+
+    def fake_batch(self, n: int) -> torch.Tensor:
+        """Generated samples for a critic update, with no graph back into the generator."""
+        with torch.no_grad():
+            return self.sample(n)

@@ -1,0 +1,33 @@
+"""WGAN-GP (Gulrajani et al. 2017).
+
+Critic loss E f(G(z)) - E f(x) + lambda E (||grad f(x_hat)|| - 1)^2 at per-sample random interpolates
+x_hat, n_critic critic steps per generator step, Adam (1e-4, betas (0.5, 0.9)), lambda 10. No BatchNorm in
+the critic: the penalty is per sample.
+"""
+
+from __future__ import annotations
+
+from otgan_lab.losses.adversarial import wasserstein_critic_loss, wasserstein_generator_loss
+from otgan_lab.losses.penalties import gradient_penalty, interpolate
+from otgan_lab.methods.base import Method
+
+
+class WGANGP(Method):
+    allows_critic_batchnorm = False
+
+    def __init__(self, *, n_critic: int = 5, gp_weight: float = 10.0, **kw):
+        super().__init__(**kw)
+        self.n_critic, self.gp_weight = int(n_critic), float(gp_weight)
+
+    def train_step(self, real, ctx):
+        n = self.batch_size
+        for _ in range(self.n_critic):
+            x, fake = real(n), self.fake_batch(n)
+            wasserstein = wasserstein_critic_loss(self.critic(x), self.critic(fake))
+            x_hat = interpolate(x, fake).requires_grad_(True)
+            gp = gradient_penalty(ctx.input_grad(self.critic(x_hat), x_hat, "critic"))
+            ctx.optimize("critic", wasserstein + self.gp_weight * gp)
+        generator_loss = wasserstein_generator_loss(self.critic(self.sample(n)))
+        ctx.optimize("generator", generator_loss)
+        return {"critic_loss": wasserstein.detach(), "gradient_penalty": gp.detach(),
+                "generator_loss": generator_loss.detach(), "wasserstein_estimate": -wasserstein.detach()}

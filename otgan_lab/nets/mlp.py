@@ -1,0 +1,92 @@
+"""Fully connected generators and critics (the assignment-style MNIST MLP and the 2-D toy nets).
+
+`model=mlp` stands in for the reports' course-assignment networks (exact architecture unknown):
+generator z(100) -> 256 -> 512 -> 1024 -> 784 with LeakyReLU(0.2) and tanh; critic 784 -> 1024 -> 512 ->
+256 -> 1. `model=mlp2d` uses the same classes with toy sizes and a linear output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+_ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "tanh": lambda: nn.Tanh(),
+    "silu": lambda: nn.SiLU(),
+}
+_OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def _stack(sizes: Sequence[int], act: str, batchnorm: bool, layernorm: bool = False) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(fan_out))
+        if layernorm:
+            layers.append(nn.LayerNorm(fan_out))
+        layers.append(activation(act))
+    return layers
+
+
+class MLPGenerator(nn.Module):
+    """z (n, z_dim) -> samples (n, *out_shape). `in_shape` lets a map take data-shaped input (UOT)."""
+
+    def __init__(
+        self,
+        z_dim: int | None = None,
+        out_shape: Sequence[int] = (2,),
+        hidden: Sequence[int] = (256, 256, 256),
+        act: str = "relu",
+        out_act: str = "linear",
+        batchnorm: bool = False,
+        in_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if (z_dim is None) == (in_shape is None):
+            raise ValueError("MLPGenerator needs exactly one of z_dim or in_shape")
+        self.out_shape = tuple(out_shape)
+        in_dim = z_dim if z_dim is not None else math.prod(in_shape)
+        sizes = [in_dim, *hidden]
+        self.body = nn.Sequential(*_stack(sizes, act, batchnorm))
+        self.head = nn.Linear(sizes[-1], math.prod(self.out_shape))
+        self.out = _OUTPUTS[out_act]()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.body(z.flatten(1))
+        return self.out(self.head(h)).view(z.shape[0], *self.out_shape)
+
+
+class MLPCritic(nn.Module):
+    """x (n, *in_shape) -> score (n,) when out_dim == 1, else an embedding (n, out_dim)."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (2,),
+        hidden: Sequence[int] = (256, 256, 256),
+        act: str = "relu",
+        out_dim: int = 1,
+        batchnorm: bool = False,
+        layernorm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.uses_batchnorm = batchnorm
+        sizes = [math.prod(in_shape), *hidden]
+        self.body = nn.Sequential(*_stack(sizes, act, batchnorm, layernorm))
+        self.head = nn.Linear(sizes[-1], out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.body(x.flatten(1)))
+        return out.squeeze(1) if self.out_dim == 1 else out

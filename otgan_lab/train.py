@@ -1,0 +1,137 @@
+"""`otlab train`: the Hydra app. `run(cfg, out_dir)` does the work and holds no Hydra globals."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from otgan_lab import __version__, build, checkpoint, records
+from otgan_lab.paths import conf_dir
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> Path | None:
+    found = checkpoint.list_checkpoints(ckpt_dir)
+    if cfg.trainer.resume is True and not found:
+        raise build.ConfigError(f"trainer.resume=true but {ckpt_dir} holds no checkpoint (step_*.pt)")
+    if cfg.trainer.resume is False and found:
+        raise build.ConfigError(
+            f"{ckpt_dir.parent} already holds checkpoints; resume with trainer.resume=auto or choose a new "
+            "hydra.run.dir"
+        )
+    return found[-1] if found else None
+
+
+def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overrides: list[str] | None = None,
+        primary_metric: str | None = None) -> dict[str, Any]:
+    """Train one configuration into `out_dir`; returns (and writes) the result record."""
+    from otgan_lab.trainer import Trainer
+
+    out_dir = Path(out_dir)
+    started, t0 = _now(), time.perf_counter()
+    record: dict[str, Any] = {
+        "status": "running", "method": cfg.method.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
+        "sampler": getattr(cfg.sampler, "name", None) or cfg.sampler._target_.rsplit(".", 1)[-1],
+        "seed": cfg.seed, "precision": cfg.precision, "overrides": list(overrides or []),
+        "version": __version__, "run_dir": str(out_dir), "started": started,
+    }
+    records.write_result(out_dir, record)
+    try:
+        build.check_config(cfg)
+        device = build.resolve_device(cfg.device)
+        precision = build.resolve_precision(cfg.precision, device)
+        record.update(device=str(device), precision=precision.name)
+        build.seed_everything(cfg.seed, cfg.num_threads)
+        data = build.build_dataset(cfg, cfg.seed, device)  # missing files fail here, before any network
+        method = build.build_method(cfg, device)
+        sampler = build.build_sampler(cfg)
+        record["sampler"] = sampler.name
+        resume_from = _resume_path(cfg, out_dir / "checkpoints")
+        logger = build.build_logger(cfg, out_dir, group=group)
+        evaluator = build.build_evaluator(cfg, data, sampler, out_dir, logger)
+        record["protocol"] = evaluator.protocol
+        t = cfg.trainer
+        trainer = Trainer(
+            method, data, precision, out_dir, logger, steps=t.steps, log_every=t.log_every,
+            eval_every=cfg.eval.every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
+            grad_clip=t.grad_clip, ema=OmegaConf.to_container(t.ema), eval_use_ema=cfg.eval.use_ema,
+            eval_seed=cfg.eval.seed, evaluate=evaluator, config=OmegaConf.to_container(cfg, resolve=True),
+            progress=t.progress,
+        )
+        if resume_from is not None:
+            trainer.resume(resume_from)
+            record["resumed_from"] = str(resume_from)
+        outcome = trainer.fit()
+        record.update(
+            status=outcome.status, steps=outcome.step, steps_per_sec=outcome.steps_per_sec,
+            train_time=outcome.wall_time, final_losses=outcome.last_scalars, metrics=outcome.metrics,
+            checkpoint=outcome.checkpoint,
+        )
+        record["samplers"] = {record["sampler"]: {"metrics": outcome.metrics, "protocol": evaluator.protocol,
+                                                   "use_ema": bool(trainer.eval_use_ema)}}
+        if primary_metric:
+            record["primary_metric"] = primary_metric
+        logger.finish(outcome.status, {f"final/{k}": v for k, v in outcome.metrics.items()})
+    except BaseException as exc:
+        record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record["error"] = f"{exc.__class__.__name__}: {exc}"
+        if not isinstance(exc, (build.ConfigError, KeyboardInterrupt)):
+            record["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        record.update(finished=_now(), wall_time=time.perf_counter() - t0)
+        records.write_result(out_dir, record)
+    return record
+
+
+def _summary(record: dict[str, Any]) -> str:
+    lines = [f"[{record['status']}] {record['method']} on {record['dataset']} ({record['model']}), "
+             f"{record.get('steps', 0)} steps, {record.get('steps_per_sec', 0):.1f} it/s, "
+             f"{record.get('wall_time', 0):.0f} s"]
+    for key, value in record.get("metrics", {}).items():
+        lines.append(f"  {key:>24s}: {value:.4g}" if isinstance(value, float) else f"  {key:>24s}: {value}")
+    lines.append(f"  run dir: {record['run_dir']}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from rich.console import Console
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    console = Console(stderr=True)
+    try:
+        record = run(cfg, hc.runtime.output_dir, group=Path(hc.sweep.dir).name if multirun else None,
+                     overrides=list(hc.overrides.task))
+    except build.ConfigError as exc:
+        console.print(f"[bold red]otlab train:[/] {exc}")
+        if multirun:
+            return None
+        sys.exit(2)
+    except Exception as exc:
+        if multirun:  # one failed job must not end the sweep; it is recorded as failed in result.json
+            console.print(f"[bold red]job failed:[/] {exc.__class__.__name__}: {exc}")
+            return None
+        raise
+    Console().print(_summary(record))
+    if record["status"] == "interrupted":
+        sys.exit(130)
+    metrics = record.get("metrics", {})
+    return next((float(v) for v in metrics.values() if isinstance(v, (int, float))), None)
+
+
+def main() -> None:
+    hydra_main()

@@ -1,0 +1,179 @@
+"""THE training loop. It runs any method through the method contract and never names one.
+
+Per generator iteration: train_step (under the precision policy) -> EMA update -> finiteness flag kept on
+the device. Every `log_every` steps one host sync turns the step's scalars into floats for the logs and
+checks the flag; every `eval_every` steps the evaluation hook runs (EMA weights optional, RNG forked so
+evaluation never changes the training stream); every `checkpoint_every` steps an atomic checkpoint holds
+everything needed to resume bit-exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from otgan_lab import __version__, checkpoint
+from otgan_lab.amp import Precision, StepContext
+from otgan_lab.data.base import DeviceDataset
+from otgan_lab.ema import EMA
+from otgan_lab.loggers import Logger
+from otgan_lab.methods.base import Method
+from otgan_lab.progress import ProgressReporter
+
+Evaluate = Callable[[Method, int], dict[str, float]]
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # completed | diverged | interrupted
+    step: int
+    wall_time: float
+    steps_per_sec: float
+    last_scalars: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        method: Method,
+        data: DeviceDataset,
+        precision: Precision,
+        out_dir: str | Path,
+        logger: Logger,
+        *,
+        steps: int,
+        log_every: int = 100,
+        eval_every: int = 0,
+        checkpoint_every: int = 1000,
+        keep_checkpoints: int = 2,
+        grad_clip: float | None = None,
+        ema: dict[str, Any] | None = None,
+        eval_use_ema: bool = False,
+        eval_seed: int = 12345,
+        evaluate: Evaluate | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.method, self.data, self.logger = method, data, logger
+        self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
+        self.steps, self.log_every, self.eval_every = steps, max(1, log_every), eval_every
+        self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
+        self.evaluate, self.eval_seed, self.config, self.progress = evaluate, eval_seed, config or {}, progress
+        self.optimizers = method.configure_optimizers()
+        self.ctx = StepContext(self.optimizers, precision, grad_clip)
+        ema = dict(ema or {})
+        self.ema = EMA(method.ema_module, **{k: v for k, v in ema.items() if k != "enabled"}) if ema.get("enabled") else None
+        self.eval_use_ema = eval_use_ema and self.ema is not None
+        self.step = 0
+        self._finite = torch.ones((), dtype=torch.bool, device=method.device)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT_VERSION,
+            "version": __version__,
+            "step": self.step,
+            "method": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scalers": self.ctx.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "data": self.data.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "config": self.config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        try:
+            self.method.load_state_dict(state["method"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            self.ctx.load_state_dict(state["scalers"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.data.load_state_dict(state["data"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise checkpoint.CheckpointError(
+                f"{source} does not fit this run's method/model ({exc.__class__.__name__}: {exc}). "
+                "Resume with the same config, or start in a new run directory."
+            ) from exc
+        checkpoint.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    def resume(self, path: str | Path) -> None:
+        self.load_state_dict(checkpoint.load(path, map_location="cpu"), source=str(path))
+
+    def save_checkpoint(self) -> Path | None:
+        """Atomic write of the current state, unless it is no longer finite (the last good one stays)."""
+        if not bool(self._finite):
+            return None
+        path = checkpoint.save_atomic(self.state_dict(), checkpoint.checkpoint_path(self.ckpt_dir, self.step))
+        checkpoint.prune(self.ckpt_dir, self.keep_checkpoints)
+        return path
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def run_evaluation(self) -> dict[str, float]:
+        if self.evaluate is None:
+            return {}
+        devices = [self.method.device] if self.method.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.eval_seed)
+            self.method.eval()
+            try:
+                if self.eval_use_ema:
+                    with self.ema.applied(self.method.ema_module):
+                        metrics = self.evaluate(self.method, self.step)
+                else:
+                    metrics = self.evaluate(self.method, self.step)
+            finally:
+                self.method.train()
+        if metrics:
+            self.logger.log_scalars(self.step, {f"eval/{k}": v for k, v in metrics.items()})
+        return metrics
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def fit(self) -> TrainOutcome:
+        status, scalars, metrics = "completed", {}, {}
+        start_step, t0 = self.step, time.perf_counter()
+        self.method.train()
+        with ProgressReporter(self.steps, start=self.step, enabled=self.progress) as bar:
+            try:
+                while self.step < self.steps:
+                    self.ctx.step = self.step
+                    with self.ctx.autocast():
+                        out = self.method.train_step(self.data.batch, self.ctx)
+                    self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(self.method.ema_module, self.step)
+                    self._finite &= torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
+                    if self.step % self.log_every == 0 or self.step == self.steps:
+                        values = torch.stack([v.detach().float() for v in out.values()]).tolist()  # the sync
+                        scalars = dict(zip(out, values))
+                        self.logger.log_scalars(self.step, scalars)
+                        bar.update(self.step, scalars)
+                        if not bool(self._finite):
+                            status = "diverged"
+                            bar.message(f"non-finite loss by step {self.step}: stopping; last good checkpoint kept")
+                            break
+                    if self.step < self.steps and self.eval_every and self.step % self.eval_every == 0:
+                        metrics = self.run_evaluation()
+                    if self.step < self.steps and self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                        self.save_checkpoint()
+            except KeyboardInterrupt:
+                status = "interrupted"
+                bar.message(f"interrupted at step {self.step}: saving a checkpoint")
+        wall = time.perf_counter() - t0
+        rate = (self.step - start_step) / wall if wall > 0 else 0.0
+        ckpt = None
+        if status == "interrupted":
+            ckpt = self.save_checkpoint()
+        elif status == "completed":
+            metrics = {**self.method.fit_end(self.data, self.ctx), **self.run_evaluation()}
+            ckpt = self.save_checkpoint()
+        return TrainOutcome(status, self.step, wall, rate, scalars, metrics, str(ckpt) if ckpt else None)

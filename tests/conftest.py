@@ -1,0 +1,26 @@
+"""Shared test setup: single-threaded torch (tiny tensors; avoids thread oversubscription on small CI
+machines) and offline W&B."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def shared_data_root():
+    """$OTLAB_DATA when it holds MNIST, else None (real-data tests skip cleanly)."""
+    root = os.environ.get("OTLAB_DATA")
+    if root and os.path.exists(os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte")):
+        return root
+    return None
