@@ -20,6 +20,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _plain_config(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # a broken interpolation is reported by the checks below; keep the raw form here
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> Path | None:
     found = checkpoint.list_checkpoints(ckpt_dir)
     if cfg.trainer.resume is True and not found:
@@ -44,6 +51,7 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         "sampler": getattr(cfg.sampler, "name", None) or cfg.sampler._target_.rsplit(".", 1)[-1],
         "seed": cfg.seed, "precision": cfg.precision, "overrides": list(overrides or []),
         "version": __version__, "run_dir": str(out_dir), "started": started,
+        "config": _plain_config(cfg),
     }
     records.write_result(out_dir, record)
     try:
