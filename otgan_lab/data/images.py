@@ -110,3 +110,11 @@ def image_dataset(
         meta={"num_classes": len(class_names), "class_names": class_names, "split": split, "root": str(root)},
         seed=seed,
     )
+
+
+def mnist(**kw) -> DeviceDataset:
+    return image_dataset("mnist", **kw)
+
+
+def fashion_mnist(**kw) -> DeviceDataset:
+    return image_dataset("fashion_mnist", **kw)

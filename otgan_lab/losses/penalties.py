@@ -13,8 +13,9 @@ import torch
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per sample, broadcast over features."""
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype,
-                     generator=generator)
+    # Under autocast the generator's output may be bf16/fp16 while data is fp32: interpolate in fp32.
+    real, fake = real.float(), fake.float()
+    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, generator=generator)
     return torch.lerp(fake, real, eps)
 
 

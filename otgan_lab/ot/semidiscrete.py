@@ -192,7 +192,7 @@ class SemiDiscreteOTResult:
     n_samples: int
     mass: torch.Tensor
     elapsed_s: float
-    history: dict[str, list[float]] = field(default_factory=dict)
+    history: dict[str, list] = field(default_factory=dict)
 
 
 OnIter = Callable[[int, float, float], None]
@@ -248,11 +248,12 @@ class SemiDiscreteOT:
         engine = SobolEngine(dimension=dim, scramble=True, seed=self.seed)
         points = sobol_cube(engine, self.n_samples, device)
 
-        history: dict[str, list[float]] = {"grad_norm": [], "coverage": [], "n_samples": []}
+        history: dict[str, list] = {"grad_norm": [], "coverage": [], "n_samples": []}
         pending_norm: list[torch.Tensor] = []
         pending_cov: list[torch.Tensor] = []
         best_norm, stall = math.inf, 0
         converged, n_iter = False, 0
+        counts = torch.zeros(n_cells, dtype=torch.long, device=device)
         start = time.perf_counter()
         bar = _RichBar(self.max_iter) if progress else None
         try:
@@ -294,7 +295,7 @@ class SemiDiscreteOT:
                     break
                 if self.time_limit_s is not None and time.perf_counter() - start > self.time_limit_s:
                     break
-                if stall >= self.patience and points.shape[0] < self.max_samples:
+                if stall >= self.patience and points.shape[0] < self.max_samples and it < self.max_iter:
                     # the QMC estimate is the bottleneck: append the next points of the same sequence
                     extra = min(points.shape[0], self.max_samples - points.shape[0])
                     points = torch.cat([points, sobol_cube(engine, extra, device)])
@@ -303,8 +304,12 @@ class SemiDiscreteOT:
             if bar is not None:
                 bar.close()
 
-        # final estimate at the returned h (same points), so grad_norm/mass/coverage describe h exactly
-        mass = cell_masses(points, y, h, chunk_size=self.chunk_size)
+        # grad_norm/mass/coverage must describe the returned h: once converged h was frozen, so the last
+        # counts were measured at it; otherwise h moved after the last measurement and needs one more pass
+        if converged:
+            mass = counts.float() / points.shape[0]
+        else:
+            mass = cell_masses(points, y, h, chunk_size=self.chunk_size)
         final_norm = float(torch.linalg.vector_norm(mass - nu))
         return SemiDiscreteOTResult(
             h=h, grad_norm=final_norm, n_iter=n_iter, coverage=float((mass > 0).float().mean()),

@@ -1,0 +1,313 @@
+"""Log-domain Sinkhorn and OT-GAN's minibatch energy distance against independent oracles.
+
+Oracles: POT (``ot.sinkhorn(..., method="sinkhorn_log")`` runs the same column-then-row updates, so its
+iterates match ours at any iteration count, converged or not), scipy's cosine distance, closed-form
+identities (marginal constraints, envelope theorem, E[L] = 0 for i.i.d. batches). METHODS.md §6 and §13.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from otgan_lab.ot.energy import cosine_cost, minibatch_energy_distance
+from otgan_lab.ot.sinkhorn import entropic_ot_loss, sinkhorn
+
+
+def _problem(n=12, m=9, seed=0, uniform=False):
+    """Random float64 problem: cost in [0, 2] (the cosine-cost range) and positive marginals."""
+    rng = np.random.default_rng(seed)
+    cost = 2.0 * rng.random((n, m))
+    if uniform:
+        return cost, np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    a, b = rng.random(n) + 0.2, rng.random(m) + 0.2
+    return cost, a / a.sum(), b / b.sum()
+
+
+def _pot_plan(cost, a, b, eps, n_iters, log=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sinkhorn did not converge" is expected for fixed iterations
+        return ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=n_iters, stopThr=0.0, log=log)
+
+
+def _t(x):
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------- sinkhorn
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.05, 0.002])
+def test_marginals_float64(eps):
+    cost, a, b = _problem(seed=2)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=20_000, tol=1e-11)
+    plan = res.plan.numpy()
+    assert res.plan.dtype == torch.float64 and plan.shape == (12, 9)
+    assert np.abs(plan.sum(1) - a).max() < 1e-11
+    assert np.abs(plan.sum(0) - b).max() < 1e-11
+    assert (plan >= 0).all()
+    assert res.err.item() < 1e-11 and res.n_iters < 20_000 and res.n_iters % 10 == 0
+
+
+def test_marginals_float32_at_moderate_eps():
+    cost, a, b = _problem(n=40, m=30, seed=2)
+    res = sinkhorn(torch.tensor(cost, dtype=torch.float32), eps=0.01, n_iters=2000)
+    assert res.plan.dtype == torch.float32
+    plan = res.plan.double().numpy()
+    assert np.abs(plan.sum(1) - 1 / 40).max() < 1e-6
+    assert np.abs(plan.sum(0) - 1 / 30).max() < 1e-6
+
+
+def test_plain_kernel_underflows_but_log_domain_works():
+    # The reason for the log domain: at eps = 1/500, exp(-C/eps) is exactly 0 in float64 for C > 1.49.
+    cost, a, b = _problem(seed=3)
+    cost = 1.5 + cost / 4  # cosine costs in [1.5, 2]
+    assert np.exp(-cost / 0.002).max() == 0.0
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.002, n_iters=5000)
+    assert torch.isfinite(res.plan).all() and torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
+    np.testing.assert_allclose(res.plan.numpy(), _pot_plan(cost, a, b, 0.002, 5000), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.1, 0.01, 0.002])
+@pytest.mark.parametrize("n_iters", [1, 7, 300])
+def test_iterates_match_pot_log_sinkhorn(eps, n_iters):
+    cost, a, b = _problem(n=10, m=7, seed=4)
+    plan_pot, log = _pot_plan(cost, a, b, eps, n_iters, log=True)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=n_iters)
+    assert res.n_iters == n_iters
+    np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.cost.item(), (plan_pot * cost).sum(), rtol=1e-10)
+    # POT's log-scalings are u = f/eps + log a, v = g/eps + log b (in nats).
+    np.testing.assert_allclose(res.f.numpy() / eps + np.log(a), log["log_u"], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(res.g.numpy() / eps + np.log(b), log["log_v"], rtol=1e-12, atol=1e-9)
+    col_err = np.abs(plan_pot.sum(0) - b).max()  # POT's plan has exact rows after its last (row) update
+    np.testing.assert_allclose(res.err.item(), col_err, rtol=1e-6, atol=1e-15)
+
+
+@pytest.mark.parametrize("eps, method", [(0.5, "sinkhorn"), (0.05, "sinkhorn"), (0.01, "sinkhorn_log")])
+def test_converged_value_matches_pot_sinkhorn2(eps, method):
+    cost, a, b = _problem(n=15, m=11, seed=5)
+    value_pot = ot.sinkhorn2(a, b, cost, eps, method=method, numItermax=100_000, stopThr=1e-13)
+    plan_pot = ot.sinkhorn(a, b, cost, eps, method=method, numItermax=100_000, stopThr=1e-13)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-13)
+    np.testing.assert_allclose(res.cost.item(), value_pot, rtol=1e-9)
+    np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-7, atol=1e-12)
+
+
+def test_tol_stops_at_first_check_below_tol():
+    cost, a, b = _problem(seed=6)
+    tol, eps = 1e-6, 0.05
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=10_000, tol=tol, check_every=5)
+    assert res.n_iters % 5 == 0 and res.n_iters < 10_000
+    col_err = lambda k: np.abs(_pot_plan(cost, a, b, eps, k).sum(0) - b).max()  # noqa: E731
+    assert col_err(res.n_iters) < tol <= col_err(res.n_iters - 5)
+    assert res.err.item() < tol
+
+
+def test_fixed_iterations_without_tol():
+    cost, a, b = _problem(seed=7)
+    assert sinkhorn(_t(cost), eps=0.5, n_iters=37).n_iters == 37  # even though converged long before
+
+
+def test_identical_embeddings_cost_zero():
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    res = sinkhorn(cosine_cost(x, x), eps=0.002, n_iters=2000, tol=1e-12)
+    assert abs(res.cost.item()) < 1e-10
+    torch.testing.assert_close(res.plan, torch.eye(16, dtype=torch.float64) / 16, rtol=0, atol=1e-12)
+
+
+def test_symmetry_w_xy_equals_w_yx():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(10, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(10, 5, generator=gen, dtype=torch.float64) + 0.5
+    kw = dict(eps=0.02, n_iters=50_000, tol=1e-13)
+    xy, yx = sinkhorn(cosine_cost(x, y), **kw), sinkhorn(cosine_cost(y, x), **kw)
+    np.testing.assert_allclose(xy.cost.item(), yx.cost.item(), rtol=1e-10)
+    torch.testing.assert_close(xy.plan, yx.plan.T, rtol=1e-8, atol=1e-14)
+
+
+def test_no_gradient_through_sinkhorn_and_loss_gradient_is_the_plan():
+    cost_np, a, b = _problem(n=6, m=5, seed=8)
+    cost = _t(cost_np).requires_grad_()
+    res = sinkhorn(cost, _t(a), _t(b), eps=0.1, n_iters=5000, tol=1e-13)
+    for tensor in (res.plan, res.cost, res.f, res.g, res.err):
+        assert not tensor.requires_grad
+    loss = entropic_ot_loss(cost, 0.1, a=_t(a), b=_t(b), n_iters=5000, tol=1e-13)
+    assert loss.requires_grad
+    loss.backward()
+    plan_pot = ot.sinkhorn(a, b, cost_np, 0.1, method="sinkhorn_log", numItermax=5000, stopThr=1e-14)
+    np.testing.assert_allclose(cost.grad.numpy(), plan_pot, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(loss.item(), (plan_pot * cost_np).sum(), rtol=1e-10)
+
+
+def test_envelope_theorem_for_the_entropic_objective():
+    # OT_eps(C) = <P, C> + eps KL(P | a b^T) at the optimum P(C) has dOT_eps/dC_ij = P_ij exactly.
+    cost, a, b = _problem(n=6, m=5, seed=9)
+    eps, h = 0.05, 1e-5
+
+    def objective(c):
+        plan = sinkhorn(_t(c), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-15).plan.numpy()
+        return (plan * c).sum() + eps * (plan * np.log(plan / np.outer(a, b))).sum()
+
+    plan = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-15).plan.numpy()
+    for i, j in [(0, 0), (2, 3), (5, 4)]:
+        bump = np.zeros_like(cost)
+        bump[i, j] = h
+        derivative = (objective(cost + bump) - objective(cost - bump)) / (2 * h)
+        np.testing.assert_allclose(derivative, plan[i, j], rtol=1e-5)
+
+
+def test_autocast_bf16_input_computes_in_fp32():
+    cost, a, b = _problem(n=20, m=16, seed=10)
+    cost_bf16 = torch.tensor(cost, dtype=torch.bfloat16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        res = sinkhorn(cost_bf16, eps=0.05, n_iters=200)
+        loss = entropic_ot_loss(cost_bf16.float().requires_grad_(), 0.05, n_iters=200)
+    assert res.plan.dtype == res.cost.dtype == res.f.dtype == torch.float32 and loss.dtype == torch.float32
+    exact_cost = cost_bf16.double().numpy()  # the bf16 values, exactly
+    plan_pot = _pot_plan(exact_cost, np.full(20, 1 / 20), np.full(16, 1 / 16), 0.05, 200)
+    np.testing.assert_allclose(res.plan.double().numpy(), plan_pot, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(res.cost.item(), (plan_pot * exact_cost).sum(), rtol=1e-5)
+
+
+def test_batched_equals_per_problem_pot():
+    rng = np.random.default_rng(11)
+    costs = 2 * rng.random((2, 3, 8, 6))  # leading batch dims (2, 3)
+    a = rng.random((2, 3, 8)) + 0.1
+    a /= a.sum(-1, keepdims=True)
+    b = np.full(6, 1 / 6)  # shared by all problems
+    res = sinkhorn(_t(costs), _t(a), _t(b), eps=0.05, n_iters=40)
+    assert res.plan.shape == (2, 3, 8, 6) and res.cost.shape == res.err.shape == (2, 3)
+    assert res.f.shape == (2, 3, 8) and res.g.shape == (2, 3, 6)
+    for idx in np.ndindex(2, 3):
+        plan_pot = _pot_plan(costs[idx], a[idx], b, 0.05, 40)
+        np.testing.assert_allclose(res.plan[idx].numpy(), plan_pot, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(res.cost[idx].item(), (plan_pot * costs[idx]).sum(), rtol=1e-10)
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        sinkhorn(torch.rand(3, 3), eps=0.0)
+    with pytest.raises(ValueError):
+        sinkhorn(torch.rand(3, 3), eps=0.1, n_iters=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_no_host_sync_without_tol_on_cuda():
+    cost = torch.rand(4, 64, 48, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        res = sinkhorn(cost, eps=0.01, n_iters=50)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    plan_pot = _pot_plan(cost[0].double().cpu().numpy(), np.full(64, 1 / 64), np.full(48, 1 / 48), 0.01, 50)
+    np.testing.assert_allclose(res.plan[0].double().cpu().numpy(), plan_pot, rtol=1e-4, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------ energy
+
+
+def test_cosine_cost_matches_scipy():
+    gen = torch.Generator().manual_seed(12)
+    u = torch.randn(2, 7, 5, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64)
+    cost = cosine_cost(u, v)
+    assert cost.shape == (2, 7, 4)
+    for k in range(2):
+        np.testing.assert_allclose(cost[k].numpy(), cdist(u[k].numpy(), v[k].numpy(), "cosine"), atol=1e-12)
+    zero = torch.zeros(1, 5, dtype=torch.float64)
+    np.testing.assert_allclose(cosine_cost(zero, v[0]).numpy(), 1.0)  # 1 - 0 / max(0, 1e-8)
+
+
+def _pot_energy(x, x2, y, y2, eps):
+    """L from POT's converged sharp Sinkhorn values on scipy cosine costs (all numpy, float64)."""
+
+    def w(p, q):
+        cost = cdist(p, q, "cosine")
+        return ot.sinkhorn2(
+            np.full(len(p), 1 / len(p)),
+            np.full(len(q), 1 / len(q)),
+            cost,
+            eps,
+            method="sinkhorn_log",
+            numItermax=100_000,
+            stopThr=1e-13,
+        )
+
+    return w(x, y) + w(x, y2) + w(x2, y) + w(x2, y2) - 2 * w(x, x2) - 2 * w(y, y2)
+
+
+@pytest.mark.parametrize("sizes", [(8, 8), (6, 5)], ids=["equal", "unequal"])
+def test_energy_distance_matches_pot(sizes):
+    rng = np.random.default_rng(13)
+    kx, ky = sizes
+    x, x2 = rng.normal(size=(kx, 4)), rng.normal(size=(kx, 4))
+    y, y2 = rng.normal(size=(ky, 4)) + 1.0, rng.normal(size=(ky, 4)) + 1.0
+    loss = minibatch_energy_distance(_t(x), _t(x2), _t(y), _t(y2), eps=0.05, n_iters=100_000, tol=1e-13)
+    np.testing.assert_allclose(loss.item(), _pot_energy(x, x2, y, y2, 0.05), rtol=1e-8)
+
+
+def test_energy_gradient_flows_into_all_four_embeddings():
+    # Oracle: with the POT plans held fixed, autograd of sum_k w_k <P_k, C_k> through a hand-written cosine
+    # cost gives the envelope gradient; ours must equal it (repulsive -2 W(Y, Y') term included).
+    rng = np.random.default_rng(14)
+    arrays = [rng.normal(size=(7, 3)) + shift for shift in (0.0, 0.0, 0.7, 0.7)]
+    ours = [_t(arr).requires_grad_() for arr in arrays]
+    minibatch_energy_distance(*ours, eps=0.05, n_iters=100_000, tol=1e-13).backward()
+
+    ref = [_t(arr).requires_grad_() for arr in arrays]
+    total = 0.0
+    for i, j, weight in [(0, 2, 1), (0, 3, 1), (1, 2, 1), (1, 3, 1), (0, 1, -2), (2, 3, -2)]:
+        p, q = ref[i], ref[j]
+        cost = 1 - (p @ q.T) / (p.norm(dim=1)[:, None] * q.norm(dim=1)[None, :])
+        plan = ot.sinkhorn(
+            np.full(7, 1 / 7),
+            np.full(7, 1 / 7),
+            cost.detach().numpy(),
+            0.05,
+            method="sinkhorn_log",
+            numItermax=100_000,
+            stopThr=1e-13,
+        )
+        total = total + weight * (_t(plan) * cost).sum()
+    total.backward()
+    for mine, expected in zip(ours, ref):
+        assert mine.grad.abs().max() > 1e-3  # every input gets a gradient
+        np.testing.assert_allclose(mine.grad.numpy(), expected.grad.numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_energy_distance_unbiased_for_iid_batches_and_positive_under_shift():
+    # With X, X', Y, Y' i.i.d. every W term has the same expectation, so E[L] = 0 exactly. 400 replicate
+    # draws go through one batched call: embeddings (R, K, d).
+    gen = torch.Generator().manual_seed(15)
+    reps, k, d = 400, 8, 4
+    mean = torch.tensor([1.0, 0.5, 0.0, 0.0])
+
+    def draw(shift):
+        return torch.randn(reps, k, d, generator=gen, dtype=torch.float64) + mean + shift
+
+    same = minibatch_energy_distance(draw(0), draw(0), draw(0), draw(0), eps=0.05, n_iters=200)
+    assert same.shape == (reps,)
+    stderr = same.std().item() / math.sqrt(reps)
+    assert abs(same.mean().item()) < 3 * stderr
+    assert (same < 0).any()  # a single draw can be negative; only the mean is ~0
+
+    other = torch.tensor([-1.0, 1.0, 0.0, 0.0])
+    shifted = minibatch_energy_distance(draw(0), draw(0), draw(other), draw(other), eps=0.05, n_iters=200)
+    assert shifted.mean().item() > 10 * shifted.std().item() / math.sqrt(reps)
+    assert shifted.mean().item() > 20 * abs(same.mean().item())
+
+
+def test_energy_distance_under_bf16_autocast_is_fp32():
+    gen = torch.Generator().manual_seed(16)
+    embs = [torch.randn(8, 16, generator=gen).requires_grad_() for _ in range(4)]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        loss = minibatch_energy_distance(*[e.bfloat16() for e in embs], eps=0.002, n_iters=100)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(e.grad).all() and e.grad.abs().max() > 0 for e in embs)
