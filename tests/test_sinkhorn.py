@@ -67,9 +67,9 @@ def test_plain_kernel_underflows_but_log_domain_works():
     cost, a, b = _problem(seed=3)
     cost = 1.5 + cost / 4  # cosine costs in [1.5, 2]
     assert np.exp(-cost / 0.002).max() == 0.0
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.002, n_iters=5000)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.002, n_iters=500)
     assert torch.isfinite(res.plan).all() and torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
-    np.testing.assert_allclose(res.plan.numpy(), _pot_plan(cost, a, b, 0.002, 5000), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.plan.numpy(), _pot_plan(cost, a, b, 0.002, 500), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("eps", [1.0, 0.1, 0.01, 0.002])
@@ -88,7 +88,7 @@ def test_iterates_match_pot_log_sinkhorn(eps, n_iters):
     np.testing.assert_allclose(res.err.item(), col_err, rtol=1e-6, atol=1e-15)
 
 
-@pytest.mark.parametrize("eps, method", [(0.5, "sinkhorn"), (0.05, "sinkhorn"), (0.01, "sinkhorn_log")])
+@pytest.mark.parametrize("eps, method", [(0.5, "sinkhorn"), (0.05, "sinkhorn_log"), (0.01, "sinkhorn")])
 def test_converged_value_matches_pot_sinkhorn2(eps, method):
     cost, a, b = _problem(n=15, m=11, seed=5)
     value_pot = ot.sinkhorn2(a, b, cost, eps, method=method, numItermax=100_000, stopThr=1e-13)
@@ -117,17 +117,18 @@ def test_identical_embeddings_cost_zero():
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     res = sinkhorn(cosine_cost(x, x), eps=0.002, n_iters=2000, tol=1e-12)
     assert abs(res.cost.item()) < 1e-10
-    torch.testing.assert_close(res.plan, torch.eye(16, dtype=torch.float64) / 16, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.plan.numpy(), np.eye(16) / 16, rtol=0, atol=1e-12)
 
 
 def test_symmetry_w_xy_equals_w_yx():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(10, 5, generator=gen, dtype=torch.float64)
     y = torch.randn(10, 5, generator=gen, dtype=torch.float64) + 0.5
-    kw = dict(eps=0.02, n_iters=50_000, tol=1e-13)
+    kw = dict(eps=0.05, n_iters=5000, tol=1e-13)
     xy, yx = sinkhorn(cosine_cost(x, y), **kw), sinkhorn(cosine_cost(y, x), **kw)
+    assert max(xy.err.item(), yx.err.item()) < 1e-13  # converged, so the update order does not matter
     np.testing.assert_allclose(xy.cost.item(), yx.cost.item(), rtol=1e-10)
-    torch.testing.assert_close(xy.plan, yx.plan.T, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(xy.plan.numpy(), yx.plan.T.numpy(), rtol=1e-8, atol=1e-14)
 
 
 def test_no_gradient_through_sinkhorn_and_loss_gradient_is_the_plan():
@@ -147,13 +148,14 @@ def test_no_gradient_through_sinkhorn_and_loss_gradient_is_the_plan():
 def test_envelope_theorem_for_the_entropic_objective():
     # OT_eps(C) = <P, C> + eps KL(P | a b^T) at the optimum P(C) has dOT_eps/dC_ij = P_ij exactly.
     cost, a, b = _problem(n=6, m=5, seed=9)
-    eps, h = 0.05, 1e-5
+    eps, h = 0.5, 1e-5
 
     def objective(c):
-        plan = sinkhorn(_t(c), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-15).plan.numpy()
+        plan = sinkhorn(_t(c), _t(a), _t(b), eps=eps, n_iters=5000, tol=1e-15).plan.numpy()
         return (plan * c).sum() + eps * (plan * np.log(plan / np.outer(a, b))).sum()
 
-    plan = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-15).plan.numpy()
+    plan = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=5000, tol=1e-15).plan.numpy()
+    assert plan.min() > 1e-4  # every entry carries mass, so a relative check is meaningful
     for i, j in [(0, 0), (2, 3), (5, 4)]:
         bump = np.zeros_like(cost)
         bump[i, j] = h
@@ -234,9 +236,8 @@ def _pot_energy(x, x2, y, y2, eps):
             np.full(len(q), 1 / len(q)),
             cost,
             eps,
-            method="sinkhorn_log",
-            numItermax=100_000,
-            stopThr=1e-13,
+            numItermax=20_000,
+            stopThr=1e-14,
         )
 
     return w(x, y) + w(x, y2) + w(x2, y) + w(x2, y2) - 2 * w(x, x2) - 2 * w(y, y2)
@@ -248,8 +249,8 @@ def test_energy_distance_matches_pot(sizes):
     kx, ky = sizes
     x, x2 = rng.normal(size=(kx, 4)), rng.normal(size=(kx, 4))
     y, y2 = rng.normal(size=(ky, 4)) + 1.0, rng.normal(size=(ky, 4)) + 1.0
-    loss = minibatch_energy_distance(_t(x), _t(x2), _t(y), _t(y2), eps=0.05, n_iters=100_000, tol=1e-13)
-    np.testing.assert_allclose(loss.item(), _pot_energy(x, x2, y, y2, 0.05), rtol=1e-8)
+    loss = minibatch_energy_distance(_t(x), _t(x2), _t(y), _t(y2), eps=0.1, n_iters=20_000, tol=1e-14)
+    np.testing.assert_allclose(loss.item(), _pot_energy(x, x2, y, y2, 0.1), rtol=1e-8)
 
 
 def test_energy_gradient_flows_into_all_four_embeddings():
@@ -258,7 +259,7 @@ def test_energy_gradient_flows_into_all_four_embeddings():
     rng = np.random.default_rng(14)
     arrays = [rng.normal(size=(7, 3)) + shift for shift in (0.0, 0.0, 0.7, 0.7)]
     ours = [_t(arr).requires_grad_() for arr in arrays]
-    minibatch_energy_distance(*ours, eps=0.05, n_iters=100_000, tol=1e-13).backward()
+    minibatch_energy_distance(*ours, eps=0.1, n_iters=20_000, tol=1e-14).backward()
 
     ref = [_t(arr).requires_grad_() for arr in arrays]
     total = 0.0
@@ -269,10 +270,9 @@ def test_energy_gradient_flows_into_all_four_embeddings():
             np.full(7, 1 / 7),
             np.full(7, 1 / 7),
             cost.detach().numpy(),
-            0.05,
-            method="sinkhorn_log",
-            numItermax=100_000,
-            stopThr=1e-13,
+            0.1,
+            numItermax=20_000,
+            stopThr=1e-14,
         )
         total = total + weight * (_t(plan) * cost).sum()
     total.backward()

@@ -79,7 +79,10 @@ class OTGAN(Method):
             emb_x, emb_x2, emb_y, emb_y2 = self.nets["critic"](torch.cat([reals, fakes])).split(n)
             tol = None if self.sinkhorn_tol is None else self.sinkhorn_tol / n
             loss = minibatch_energy_distance(emb_x, emb_x2, emb_y, emb_y2, **self.sinkhorn, tol=tol)
-            ctx.optimize("critic", -loss) if critic_turn else ctx.optimize("generator", loss)
+            if critic_turn:
+                ctx.optimize("critic", -loss)  # the critic ascends L
+            else:
+                ctx.optimize("generator", loss)
             return {"energy_distance": loss.detach()}
         logits_real, logits_fake = self.critic(torch.cat([reals, fakes])).split(2 * n)
         critic_loss = gan_critic_loss(logits_real, logits_fake)

@@ -44,7 +44,10 @@ def predict_logits(
     """
     if classifier is None:
         classifier, _ = pretrained_lenet(dataset)
-    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    if device is None:
+        first_param = next(classifier.parameters(), None)
+        device = first_param.device if first_param is not None else torch.device("cpu")
+    device = torch.device(device)
     classifier = classifier.to(device).eval()
     logits = []
     with torch.autocast(device_type=device.type, enabled=False):  # classifier metrics are fp32

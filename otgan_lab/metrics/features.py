@@ -115,13 +115,13 @@ def _to_unit_float(images: Tensor) -> Tensor:
 def _quantize_like_png(images: Tensor) -> Tensor:
     """Map images to the uint8 levels a PNG would hold, returned as float32 in [0, 1].
 
-    float [-1, 1] -> [0, 1] -> ``x * 255 + 0.5`` clamped and truncated, which is what
-    ``torchvision.utils.save_image`` does before writing; pytorch-fid then reads the PNG and ``ToTensor``
-    divides by 255. Computing FID on un-quantized floats would shift it slightly from the file-based number.
+    float [-1, 1] -> ``x * 0.5 + 0.5`` in [0, 1] -> ``* 255 + 0.5`` clamped and truncated, the exact op
+    sequence of saving ``x * 0.5 + 0.5`` with ``torchvision.utils.save_image``; pytorch-fid then reads the
+    PNG and ``ToTensor`` divides by 255. Un-quantized floats would shift FID slightly from the file-based one.
     """
     if images.dtype == torch.uint8:
         return images.float() / 255.0
-    levels = ((images.float() + 1.0) * 127.5 + 0.5).clamp_(0.0, 255.0).floor_()
+    levels = (images.float() * 0.5 + 0.5).mul_(255.0).add_(0.5).clamp_(0.0, 255.0).floor_()
     return levels / 255.0
 
 
@@ -273,7 +273,7 @@ def prepare_for_inception(images: Tensor) -> Tensor:
 
 
 INCEPTION_PREPROCESSING = (
-    "float[-1,1] -> uint8 PNG levels (x*127.5+127.5+0.5 floor) -> /255; gray repeated to RGB; "
+    "float[-1,1] -> uint8 PNG levels as save_image(x*0.5+0.5) -> /255; gray repeated to RGB; "
     "pytorch-fid InceptionV3(resize_input=True bilinear 299, normalize_input=True) pool3"
 )
 
