@@ -7,6 +7,7 @@ import sys
 
 COMMANDS = {
     "train": ("otgan_lab.train", "train a method (Hydra app: otlab train --help)"),
+    "table": ("otgan_lab.table", "turn a sweep into a leaderboard: otlab table <dir>"),
 }
 
 USAGE = "usage: otlab <command> [args]\n\ncommands:\n" + "\n".join(

@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
-        "--threads", type=int, default=1, help="1 is fastest on a shared 2-core CPU (2 threads stall each other)"
+        "--threads",
+        type=int,
+        default=1,
+        help="1 is fastest on a shared 2-core CPU (2 threads stall each other)",
     )
     args = parser.parse_args()
     if args.root is None:
@@ -126,8 +129,10 @@ def main() -> None:
 
     model.eval()
     test_acc = accuracy(model, test_x, test_y)
-    state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().clone() for k, v in
-             model.state_dict().items()}
+    state = {
+        k: (v.float() if v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.out)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()

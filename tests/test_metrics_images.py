@@ -27,8 +27,8 @@ from otgan_lab.metrics.classifier import (
 )
 from otgan_lab.metrics.features import (
     FID_WEIGHTS_FILE,
-    InceptionWeightsMissing,
     LENET_ASSETS,
+    InceptionWeightsMissing,
     available_backbones,
     get_backbone,
 )
@@ -237,7 +237,7 @@ class IntensityDigitClassifier(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         levels = -1.0 + 2.0 * torch.arange(10.0) / 9.0
-        return -(x.mean((1, 2, 3))[:, None] - levels[None, :]) ** 2
+        return -((x.mean((1, 2, 3))[:, None] - levels[None, :]) ** 2)
 
 
 def test_stacked_mnist_mode_ids_and_metrics() -> None:

@@ -26,8 +26,10 @@ def polynomial_kernel(x: Tensor, y: Tensor, degree: int = 3, coef0: float = 1.0)
 def mmd2_unbiased(x: Tensor, y: Tensor, degree: int = 3) -> Tensor:
     """Unbiased MMD² between samples x (m, d) and y (n, d) under the polynomial kernel (scalar tensor)."""
     m, n = x.shape[0], y.shape[0]
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x, degree), polynomial_kernel(y, y, degree), polynomial_kernel(
-        x, y, degree
+    k_xx, k_yy, k_xy = (
+        polynomial_kernel(x, x, degree),
+        polynomial_kernel(y, y, degree),
+        polynomial_kernel(x, y, degree),
     )
     # Off-diagonal sums: the i == j terms k(x_i, x_i) would bias the estimate upwards.
     term_xx = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))

@@ -1,0 +1,157 @@
+"""The published tables of the reports we reproduce (shared REPORTS.md), as data for `otlab table --report rN`.
+
+Each report row holds the printed value, the metric it is in, and a selector naming the runs of ours that
+reproduce it: method, sampler, dataset and dotted config keys. The report presets
+(conf/experiment/report_rN.yaml) tag every run with `report_row` (set by conf/report_row/<row>.yaml), so
+selectors match on that tag; a tuple of values means "any of these" (for example a DRS row may be measured
+on its own run or, once eval.samplers evaluates several samplers per run, on the base run).
+
+Rows with `selector=None` are methods otgan_lab does not implement (LSGAN, BEGAN, GLANN, VAE...): they are
+listed with their published value and never take part in the ordering check. `table` groups rows that are
+ranked against each other (R5 holds several tables on different datasets). `expected_rank` (1 = best) states
+a qualitative claim where the report printed no number (R2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+INF = math.inf  # the reports write "inf" for a run that failed
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which of our runs stand for a report row; every given field must match."""
+
+    method: str
+    sampler: str = "standard"
+    dataset: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config key -> value or tuple of values
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    label: str
+    published: float | None  # None: no number printed; inf: the authors' run failed
+    selector: Selector | None
+    table: str = ""
+    published_std: float | None = None
+    expected_rank: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    key: str
+    title: str
+    metric: str  # our metric that stands beside the published one
+    protocol: str  # how the published numbers were measured, as far as the report says
+    rows: tuple[ReportRow, ...]
+
+
+def _row(tag: str, method: str, sampler: str = "standard", dataset: str | None = None, **extra: Any) -> Selector:
+    tags = tag if isinstance(tag, tuple) else (tag,)
+    return Selector(method, sampler, dataset, {"report_row": tags, **extra})
+
+
+_INCEPTION = "pytorch-fid (Inception pool3) FID on MNIST; sample count and reference split not stated"
+
+R1 = Report(
+    "r1", "R1: Unbalanced OT for MNIST generation (UOT, Psi* = softplus or exp, EMA)", "fid", _INCEPTION,
+    (
+        ReportRow("GAN baseline", 29.78, _row("r1_gan", "gan")),
+        ReportRow("UOT baseline, 60 epochs", 35.6, _row("r1_uot_60ep", "uot")),
+        ReportRow("UOT baseline, 100 epochs", 46.8, _row("r1_uot_100ep", "uot")),
+        ReportRow("UOT, 100 epochs, Psi* = exp", 37.1, _row("r1_uot_exp_100ep", "uot")),
+        ReportRow("UOT + Psi* = exp + EMA, 50 epochs", 143.0, _row("r1_uot_exp_ema_50ep", "uot"),
+                  note="suspicious: a correct EMA should not make FID 4x worse"),
+        ReportRow("UOT + Psi* = exp + EMA, 90 epochs", 136.0, _row("r1_uot_exp_ema_90ep", "uot")),
+    ),
+)
+
+R2 = Report(
+    "r2", "R2: OT-GAN on MNIST (no FID printed: qualitative claims as expected ranks)", "fid",
+    "qualitative only (sample grids); the ranks restate the report's claims",
+    (
+        ReportRow("OT-GAN, batch 500", None, _row("r2_otgan_b500", "otgan"), table="batch size", expected_rank=1),
+        ReportRow("OT-GAN, batch 100", None, _row("r2_otgan_b100", "otgan"), table="batch size", expected_rank=2,
+                  note="'larger batches give better images'"),
+        ReportRow("OT-GAN, energy distance", None, _row("r2_otgan_b500", "otgan"), table="loss ablation",
+                  expected_rank=1),
+        ReportRow("Same nets, cross-entropy GAN loss", None, _row("r2_otgan_ce_b500", "otgan"),
+                  table="loss ablation", expected_rank=2, note="'performs very poorly'"),
+        ReportRow("OT-GAN on digit 8 only", None, _row("r2_otgan_digit8_b500", "otgan"), table="single digit",
+                  note="'better images'; its FID is against digit-8 data, not comparable with the others"),
+    ),
+)
+
+R3 = Report(
+    "r3", "R3: WGAN, WGAN-GP, DRS and latent DOT on MNIST", "fid", _INCEPTION,
+    (
+        ReportRow("Vanilla GAN", 38.85, _row(("r3_gan", "r3_gan_dot"), "gan")),
+        ReportRow("Vanilla GAN + latent DOT", 91.56, _row(("r3_gan", "r3_gan_dot"), "gan", "dot")),
+        ReportRow("WGAN-GP", None, _row(("r3_wgan_gp", "r3_wgan_gp_drs"), "wgan_gp"), table="DRS curves",
+                  note="FID curves only"),
+        ReportRow("WGAN-GP + DRS", None, _row(("r3_wgan_gp", "r3_wgan_gp_drs"), "wgan_gp", "drs"),
+                  table="DRS curves", note="FID curves only"),
+    ),
+)
+
+R4 = Report(
+    "r4", "R4: improving an MNIST GAN without changing the generator", "fid", _INCEPTION,
+    (
+        ReportRow("Vanilla GAN (VGAN)", 38.0, _row(("r4_gan", "r4_gan_drs"), "gan")),
+        ReportRow("VGAN + R1 regularization", 42.0, _row("r4_gan_r1", "gan")),
+        ReportRow("WGAN (with batch norm)", 27.0, _row("r4_wgan_bn", "wgan_clip")),
+        ReportRow("WGAN-GP, 150 epochs", 28.0, _row(("r4_wgan_gp_150ep", "r4_wgan_gp_drs"), "wgan_gp")),
+        ReportRow("WGAN-GP, 150 + 30 epochs (second learning rate)", 16.0, _row("r4_wgan_gp_180ep_lr2", "wgan_gp")),
+        ReportRow("VGAN + DRS (~32,000 generator draws)", 22.0, _row(("r4_gan", "r4_gan_drs"), "gan", "drs")),
+        ReportRow("WGAN-GP + DRS", 15.0, _row(("r4_wgan_gp_150ep", "r4_wgan_gp_drs"), "wgan_gp", "drs")),
+        ReportRow("Unrolled GAN", INF, _row("r4_unrolled", "unrolled"), note="failed"),
+        ReportRow("MD-GAN", INF, _row("r4_mdgan", "mdgan"), note="failed on MNIST; worked on 2-D mixtures"),
+    ),
+)
+
+
+def _aeot_table(dataset: str, title: str, values: dict[str, tuple[float, float | None]]) -> tuple[ReportRow, ...]:
+    """One dataset column of R5's AE-OT comparison (Lucic et al.'s FID table plus AE-OT)."""
+    ours = {"NS GAN": ("gan", "nsgan"), "WGAN": ("wgan_clip", "wgan"), "AE-OT": ("aeot", "aeot")}
+    rows = []
+    for label, (value, std) in values.items():
+        method, tag = ours.get(label, (None, None))
+        selector = _row(f"r5_{tag}_{dataset}", method, dataset=dataset) if method else None
+        rows.append(ReportRow(label, value, selector, table=title, published_std=std,
+                              note="" if method else "not implemented in otgan_lab"))
+    return tuple(rows)
+
+
+R5 = Report(
+    "r5", "R5: WGAN, WAE, AE-OT and AE-OT-GAN (lecture notes)", "fid",
+    "FID as printed in the papers the notes quote (Inception features; Lucic et al.'s protocol for the AE-OT "
+    "table)",
+    _aeot_table("mnist", "AE-OT comparison, MNIST", {
+        "NS GAN": (6.8, 0.5), "LSGAN": (7.8, 0.6), "WGAN": (6.7, 0.4), "BEGAN": (13.1, 1.0), "VAE": (23.8, 0.6),
+        "GLANN": (8.6, 0.1), "AE (reconstruction)": (5.5, None), "AE-OT": (6.2, 0.2)})
+    + _aeot_table("fashion_mnist", "AE-OT comparison, Fashion-MNIST", {
+        "NS GAN": (26.5, 1.6), "LSGAN": (30.7, 2.2), "WGAN": (21.5, 1.6), "BEGAN": (22.9, 0.9),
+        "VAE": (58.7, 1.2), "GLANN": (13.0, 0.1), "AE (reconstruction)": (4.7, None), "AE-OT": (10.1, 0.3)})
+    + (
+        # CelebA and CIFAR-10 tables: no dataset config here yet, so these rows show "not run" until one exists.
+        ReportRow("VAE (CelebA)", 63.0, None, table="WAE, CelebA", note="not implemented in otgan_lab"),
+        ReportRow("WAE-MMD (CelebA)", 55.0, _row("r5_wae_mmd_celeba", "wae_mmd", dataset="celeba"),
+                  table="WAE, CelebA"),
+        ReportRow("WAE-GAN (CelebA)", 42.0, _row("r5_wae_gan_celeba", "wae_gan", dataset="celeba"),
+                  table="WAE, CelebA"),
+        ReportRow("WGAN-GP (CIFAR-10, standard)", 40.2, _row("r5_wgan_gp_cifar10", "wgan_gp", dataset="cifar10"),
+                  table="AE-OT-GAN, CIFAR-10"),
+        ReportRow("AE-OT (CIFAR-10, standard)", 34.2, _row("r5_aeot_cifar10", "aeot", dataset="cifar10"),
+                  table="AE-OT-GAN, CIFAR-10"),
+        ReportRow("AE-OT-GAN (CIFAR-10, standard)", 25.2, _row("r5_aeot_gan_cifar10", "aeot_gan",
+                                                                dataset="cifar10"), table="AE-OT-GAN, CIFAR-10"),
+    ),
+)
+
+REPORTS: dict[str, Report] = {r.key: r for r in (R1, R2, R3, R4, R5)}

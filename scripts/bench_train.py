@@ -1,0 +1,168 @@
+"""Training throughput: otlab's trainer vs a plain reference loop in the most common PyTorch style.
+
+Both sides train the same networks (model=mlp) with the same optimizers and batch size on MNIST. The
+reference reads data through torchvision's MNIST dataset with ToTensor/Normalize transforms and a shuffling
+DataLoader; otlab keeps uint8 data on the device and gathers batches by index. Prints steps/s, images/s
+(real images consumed per second) and the ratio, measured in this one run.
+
+    python scripts/bench_train.py --steps 200 --batch-size 64            # CPU, MNIST from $OTLAB_DATA
+    python scripts/bench_train.py --device cuda --precision-compare       # + bf16 vs fp32, model=dcgan, batch 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from otgan_lab import build
+from otgan_lab.amp import resolve_precision
+from otgan_lab.loggers import Logger
+from otgan_lab.losses.adversarial import (
+    gan_critic_loss,
+    gan_generator_loss,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
+)
+from otgan_lab.losses.penalties import gradient_penalty, interpolate
+from otgan_lab.paths import conf_dir
+from otgan_lab.trainer import Trainer
+
+CRITIC_STEPS = {"gan": 1, "wgan_clip": 5, "wgan_gp": 5}
+
+
+def compose(*overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None):
+    cfg = compose(f"method={method}", "dataset=mnist", f"model={model}", f"batch_size={batch_size or args.batch_size}",
+                  f"device={args.device}", f"precision={precision}", "logger=none")
+    device = torch.device(args.device)
+    build.seed_everything(0)
+    data = build.build_dataset(cfg, 0, device)
+    method_obj = build.build_method(cfg, device)
+    with tempfile.TemporaryDirectory() as out:
+        def run(steps):
+            trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(), steps=steps,
+                              log_every=args.log_every, checkpoint_every=0, progress=False)
+            trainer.fit()
+
+        run(args.warmup)
+        sync(device)
+        t0 = time.perf_counter()
+        run(args.steps)
+        sync(device)
+        return args.steps / (time.perf_counter() - t0)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_reference(method, args):
+    """The common style: Dataset + transforms + DataLoader, losses written inline, .item() for logging."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cfg = compose(f"method={method}", "dataset=mnist", "model=mlp", f"batch_size={args.batch_size}")
+    generator, critic = instantiate(cfg.model.nets.generator).to(device), instantiate(cfg.model.nets.critic).to(device)
+    opt_cfg = cfg.method.optim
+    opt_g = instantiate(opt_cfg.generator)(generator.parameters())
+    opt_c = instantiate(opt_cfg.critic)(critic.parameters())
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    dataset = datasets.MNIST(os.environ.get("OTLAB_DATA", "data"), train=True, transform=tf, download=False)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        num_workers=args.workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
+
+    def real():
+        nonlocal batches
+        try:
+            x, _ = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, _ = next(batches)
+        return x.to(device, non_blocking=True)
+
+    def step(it):
+        n = args.batch_size
+        for _ in range(CRITIC_STEPS[method]):
+            x = real()
+            z = torch.randn(n, cfg.model.z_dim, device=device)
+            with torch.no_grad():
+                fake = generator(z)
+            if method == "gan":
+                loss_c = gan_critic_loss(critic(x), critic(fake))
+            else:
+                loss_c = wasserstein_critic_loss(critic(x), critic(fake))
+                if method == "wgan_gp":
+                    x_hat = interpolate(x, fake).requires_grad_(True)
+                    g = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)[0]
+                    loss_c = loss_c + 10.0 * gradient_penalty(g)
+            opt_c.zero_grad()
+            loss_c.backward()
+            opt_c.step()
+            if method == "wgan_clip":
+                for p in critic.parameters():
+                    p.data.clamp_(-0.01, 0.01)
+        z = torch.randn(n, cfg.model.z_dim, device=device)
+        out = critic(generator(z))
+        loss_g = gan_generator_loss(out) if method == "gan" else wasserstein_generator_loss(out)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        if it % args.log_every == 0:
+            _ = (loss_c.item(), loss_g.item())
+
+    for i in range(args.warmup):
+        step(i)
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    sync(device)
+    return args.steps / (time.perf_counter() - t0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="gan,wgan_clip,wgan_gp")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=0, help="reference DataLoader workers")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision-compare", action="store_true", help="bf16 vs fp32 steps/s, model=dcgan, batch 256")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
+          f"steps={args.steps} (+{args.warmup} warm-up), model=mlp, MNIST")
+    print(f"{'method':<10} {'otlab it/s':>11} {'ref it/s':>9} {'otlab img/s':>12} {'ref img/s':>10} {'ratio':>6}")
+    for method in args.methods.split(","):
+        ours, ref = bench_otlab(method, args), bench_reference(method, args)
+        imgs = CRITIC_STEPS[method] * args.batch_size
+        print(f"{method:<10} {ours:>11.1f} {ref:>9.1f} {ours * imgs:>12.0f} {ref * imgs:>10.0f} {ours / ref:>5.2f}x")
+    if args.precision_compare:
+        print("\nbf16 vs fp32, model=dcgan, batch 256 (otlab):")
+        for method in args.methods.split(","):
+            fp32 = bench_otlab(method, args, model="dcgan", precision="fp32", batch_size=256)
+            bf16 = bench_otlab(method, args, model="dcgan", precision="bf16", batch_size=256)
+            print(f"{method:<10} fp32 {fp32:8.1f} it/s   bf16 {bf16:8.1f} it/s   ratio {bf16 / fp32:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
