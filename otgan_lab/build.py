@@ -106,8 +106,25 @@ def build_method(cfg: DictConfig, device: torch.device):
     return method.to(device)
 
 
-def build_sampler(cfg: DictConfig):
-    return instantiate(cfg.sampler)
+def load_option(group: str, name: str) -> DictConfig:
+    """One option of a config group read straight from the conf tree (for `otlab eval`, `eval.samplers`)."""
+    from otgan_lab.paths import conf_dir
+
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+        raise ConfigError(f"no {group} option {name!r}; available: {', '.join(available)}")
+    node = OmegaConf.load(path)
+    node.pop("defaults", None)
+    return node
+
+
+def build_sampler(sampler_cfg: DictConfig):
+    """Instantiate a sampler config; its `name` key (the option's name) labels its records."""
+    params = {k: v for k, v in sampler_cfg.items() if k != "name"}
+    sampler = instantiate(DictConfig(params))
+    sampler.name = sampler_cfg.get("name", sampler.name)
+    return sampler
 
 
 def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_type: str = "train") -> Logger:
@@ -123,6 +140,9 @@ def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_t
     return MultiLogger(*loggers)
 
 
-def build_evaluator(cfg: DictConfig, data: DeviceDataset, sampler, out_dir: Path, logger: Logger) -> Evaluator:
-    suites = OmegaConf.to_container(cfg.metrics.suites, resolve=True)
-    return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir, logger=logger)
+def build_evaluator(cfg: DictConfig, data: DeviceDataset, sampler, out_dir: Path, logger: Logger | None,
+                    primary: bool = True) -> Evaluator:
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
+    suites = {k: v or {} for k, v in metrics.items() if k != "n_samples"}
+    return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir, logger=logger,
+                     primary=primary)

@@ -1,9 +1,10 @@
 """The evaluation hook: sample through the configured sampler, compute the configured metric suites, save a
 picture of the samples. Built by train.py / eval.py from config and handed to the trainer as a callable.
 
-Metric suites are registered by name; each takes (generated samples, dataset, **params) and returns floats.
-The protocol (suite names, sample count, parameters) is recorded with every number so that `otlab table`
-only compares numbers measured the same way.
+Metric suites are registered by name; each takes (generated samples, dataset, **params) and returns floats,
+and may describe its protocol (backbone, reference split...). A `metrics` config is `n_samples` plus one
+entry per suite with its parameters. The protocol (suites, their parameters, sample count, sampler) is
+recorded with every number so that `otlab table` only compares numbers measured the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.loggers import Logger
+from otgan_lab.metrics.images import class_metrics, image_metrics, image_protocol
 from otgan_lab.metrics.points2d import points2d_metrics
 from otgan_lab.viz import image_grid, save_png, scatter_plot
 
@@ -29,31 +31,58 @@ def _points2d(fake: torch.Tensor, data: DeviceDataset, **params) -> dict[str, fl
     return points2d_metrics(fake, real, data.meta["centres"], data.meta["std"], **params)
 
 
-SUITES: dict[str, Suite] = {"points2d": _points2d}
+SUITES: dict[str, Suite] = {"points2d": _points2d, "fid": image_metrics, "classifier": class_metrics}
+PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"fid": image_protocol}
 
 
-def register_suite(name: str, fn: Suite) -> None:
+def register_suite(name: str, fn: Suite, protocol: Callable[..., dict[str, Any]] | None = None) -> None:
     SUITES[name] = fn
+    if protocol is not None:
+        PROTOCOLS[name] = protocol
 
 
 class Evaluator:
     def __init__(self, data: DeviceDataset, sampler: Any, *, n_samples: int, suites: dict[str, dict] | None,
-                 out_dir: str | Path, logger: Logger | None = None, picture_samples: int = 64) -> None:
+                 out_dir: str | Path, logger: Logger | None = None, picture_samples: int = 64,
+                 primary: bool = True) -> None:
         suites = dict(suites or {})
         unknown = [s for s in suites if s not in SUITES]
         if unknown:
             raise ValueError(f"unknown metric suites {unknown}; available: {sorted(SUITES)}")
         self.data, self.sampler, self.n_samples, self.suites = data, sampler, int(n_samples), suites
         self.out_dir, self.logger, self.picture_samples = Path(out_dir), logger, picture_samples
+        self.primary = primary
 
     @property
     def protocol(self) -> dict[str, Any]:
+        suites = {k: {**v, **PROTOCOLS[k](self.data, **v)} if k in PROTOCOLS else dict(v)
+                  for k, v in self.suites.items()}
         return {"n_samples": self.n_samples, "sampler": getattr(self.sampler, "name", "standard"),
-                "suites": {k: dict(v) for k, v in self.suites.items()}, "dataset": self.data.name}
+                "suites": suites, "dataset": self.data.name}
+
+    @property
+    def name(self) -> str:
+        """'' for the run's own sampler (metrics logged as eval/<metric>), else the sampler's name."""
+        return "" if self.primary else self.sampler.name
+
+    def fit_sampler(self, method) -> None:
+        """Samplers that calibrate on real data (DRS, MH) get the dataset's batches first."""
+        if getattr(self.sampler, "needs_real_data", False):
+            self.sampler.fit(method, self.random_real)
+
+    def random_real(self, n: int) -> torch.Tensor:
+        """Real batches drawn with the (forked) global RNG: the training data order is left untouched."""
+        idx = torch.randint(len(self.data), (n,), device=self.data.device)
+        return self.data.to_data_space(self.data.data[idx])
+
+    def __call__(self, method, step: int) -> dict[str, float]:
+        self.fit_sampler(method)  # the critic moves during training: calibrate on the weights evaluated now
+        with torch.no_grad():
+            fake = self.sampler.sample(method, self.n_samples)
+        return self.measure(fake, step)
 
     @torch.no_grad()
-    def __call__(self, method, step: int) -> dict[str, float]:
-        fake = self.sampler.sample(method, self.n_samples)
+    def measure(self, fake: torch.Tensor, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, params in self.suites.items():
             metrics.update(SUITES[name](fake, self.data, **params))
@@ -67,7 +96,8 @@ class Evaluator:
             picture = scatter_plot(fake, real, self.data.meta.get("centres"), title=f"step {step}")
         else:
             picture = image_grid(fake[: self.picture_samples])
-        path = save_png(picture, self.out_dir / "samples" / f"step_{step:08d}.png")
+        tag = "" if self.primary else f"{self.sampler.name}_"
+        path = save_png(picture, self.out_dir / "samples" / f"{tag}step_{step:08d}.png")
         if self.logger is not None:
-            self.logger.log_image(step, "samples", picture)
+            self.logger.log_image(step, f"samples/{self.sampler.name}", picture)
         return path

@@ -4,7 +4,7 @@ Each report row holds the printed value, the metric it is in, and a selector nam
 reproduce it: method, sampler, dataset and dotted config keys. The report presets
 (conf/experiment/report_rN.yaml) tag every run with `report_row` (set by conf/report_row/<row>.yaml), so
 selectors match on that tag; a tuple of values means "any of these" (for example a DRS row may be measured
-on its own run or, once eval.samplers evaluates several samplers per run, on the base run).
+on the base run through eval.samplers, or on a run of its own when the sampler needs settings of its own).
 
 Rows with `selector=None` are methods otgan_lab does not implement (LSGAN, BEGAN, GLANN, VAE...): they are
 listed with their published value and never take part in the ordering check. `table` groups rows that are
@@ -91,8 +91,8 @@ R2 = Report(
 R3 = Report(
     "r3", "R3: WGAN, WGAN-GP, DRS and latent DOT on MNIST", "fid", _INCEPTION,
     (
-        ReportRow("Vanilla GAN", 38.85, _row(("r3_gan", "r3_gan_dot"), "gan")),
-        ReportRow("Vanilla GAN + latent DOT", 91.56, _row(("r3_gan", "r3_gan_dot"), "gan", "dot")),
+        ReportRow("Vanilla GAN", 38.85, _row("r3_gan", "gan")),
+        ReportRow("Vanilla GAN + latent DOT", 91.56, _row("r3_gan", "gan", "dot_latent")),
         ReportRow("WGAN-GP", None, _row(("r3_wgan_gp", "r3_wgan_gp_drs"), "wgan_gp"), table="DRS curves",
                   note="FID curves only"),
         ReportRow("WGAN-GP + DRS", None, _row(("r3_wgan_gp", "r3_wgan_gp_drs"), "wgan_gp", "drs"),
@@ -103,12 +103,12 @@ R3 = Report(
 R4 = Report(
     "r4", "R4: improving an MNIST GAN without changing the generator", "fid", _INCEPTION,
     (
-        ReportRow("Vanilla GAN (VGAN)", 38.0, _row(("r4_gan", "r4_gan_drs"), "gan")),
+        ReportRow("Vanilla GAN (VGAN)", 38.0, _row("r4_gan", "gan")),
         ReportRow("VGAN + R1 regularization", 42.0, _row("r4_gan_r1", "gan")),
         ReportRow("WGAN (with batch norm)", 27.0, _row("r4_wgan_bn", "wgan_clip")),
         ReportRow("WGAN-GP, 150 epochs", 28.0, _row(("r4_wgan_gp_150ep", "r4_wgan_gp_drs"), "wgan_gp")),
         ReportRow("WGAN-GP, 150 + 30 epochs (second learning rate)", 16.0, _row("r4_wgan_gp_180ep_lr2", "wgan_gp")),
-        ReportRow("VGAN + DRS (~32,000 generator draws)", 22.0, _row(("r4_gan", "r4_gan_drs"), "gan", "drs")),
+        ReportRow("VGAN + DRS (~32,000 generator draws)", 22.0, _row("r4_gan", "gan", "drs")),
         ReportRow("WGAN-GP + DRS", 15.0, _row(("r4_wgan_gp_150ep", "r4_wgan_gp_drs"), "wgan_gp", "drs")),
         ReportRow("Unrolled GAN", INF, _row("r4_unrolled", "unrolled"), note="failed"),
         ReportRow("MD-GAN", INF, _row("r4_mdgan", "mdgan"), note="failed on MNIST; worked on 2-D mixtures"),

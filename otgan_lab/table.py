@@ -347,6 +347,11 @@ def _short_error(errors: Iterable[str | None]) -> str:
     return "; ".join(distinct[:2]) + (f" (+{len(distinct) - 2} more)" if len(distinct) > 2 else "")
 
 
+def _common(members: Sequence[Measurement], attr: str) -> str:
+    """The members' shared value of a column, or all of them joined with '|' (possible with --by)."""
+    return "|".join(dict.fromkeys(str(getattr(m, attr)) for m in members))
+
+
 def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[str] | None = None,
                goal: str | None = None) -> list[Row]:
     """Group measurements and turn each group into rows (completed per protocol, then one per other status)."""
@@ -356,7 +361,7 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
         groups.setdefault(group_key(m, by), []).append(m)
     rows: list[Row] = []
     for key, members in groups.items():
-        first = members[0]
+        ident = tuple(_common(members, a) for a in ("method", "sampler", "dataset", "model"))
         done = [m for m in members if m.status == "completed"]
         by_protocol: dict[str, list[Measurement]] = {}
         for m in done:
@@ -364,8 +369,8 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
         protocols = list(by_protocol)
         for pkey, runs in by_protocol.items():
             values = [v for v in (_float(m.metrics.get(metric)) for m in runs) if v is not None]
-            row = Row(key, first.method, first.sampler, first.dataset, first.model, "completed", runs, metric, goal,
-                      seed_stats(values, goal), len(members), protocol=runs[0].protocol)
+            row = Row(key, *ident, "completed", runs, metric, goal, seed_stats(values, goal), len(members),
+                      protocol=runs[0].protocol)
             missing = len(runs) - len(values)
             if missing:
                 available = sorted({k for m in runs for k, v in m.metrics.items() if _float(v) is not None})
@@ -378,12 +383,15 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
                 row.notes.append(f"not averaged with {len(done) - len(runs)} run(s) of this group measured under "
                                  f"another protocol ({diffs})")
             if len(runs) < len(members):
-                row.notes.append(f"{len(members) - len(runs)} of {len(members)} runs are in other rows")
+                others = [m.status if m.status != "completed" else "under another protocol"
+                          for m in members if m not in runs]
+                counts = ", ".join(f"{others.count(s)} {s}" for s in dict.fromkeys(others))
+                row.notes.append(f"other runs of this config: {counts}")
             rows.append(row)
         for status in dict.fromkeys(m.status for m in members if m.status != "completed"):
             runs = [m for m in members if m.status == status]
-            row = Row(key, first.method, first.sampler, first.dataset, first.model, status, runs, metric, goal,
-                      SeedStats(0, None, None, None, None, None), len(members))
+            row = Row(key, *ident, status, runs, metric, goal, SeedStats(0, None, None, None, None, None),
+                      len(members))
             if status == "running":
                 row.notes.append("no final record: still running, or killed before it could write one")
             else:
@@ -584,8 +592,8 @@ def _row_record(row: Row | None, rrow: ReportRow | None, show_published: bool) -
                    dataset=(sel.dataset or "") if sel else "", model="", status="not run", n=0, n_runs=0,
                    seeds="", mean=None, std=None, ci_low=None, ci_high=None, best=None, value_text="—",
                    ci_text="", wall_time=None, steps_per_sec=None, protocol="",
-                   notes=(rrow.note if rrow and rrow.note else "no matching runs")
-                   + ("" if sel is None or not rrow.note else "; no matching runs"))
+                   notes="; ".join(([f"report: {rrow.note}"] if rrow and rrow.note else [])
+                                   + ([] if sel is None else ["no matching runs"])))
         return rec
     s = row.stats
     mean = s.mean if row.status == "completed" else row.value
@@ -596,7 +604,7 @@ def _row_record(row: Row | None, rrow: ReportRow | None, show_published: bool) -
         best=s.best, value_text=_value_text(row),
         ci_text=f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s.ci_low is not None else "—",
         wall_time=row.wall_time, steps_per_sec=row.steps_per_sec, protocol=row.protocol_id,
-        notes="; ".join(n for n in ([rrow.note] if rrow and rrow.note else []) + row.notes if n),
+        notes="; ".join(n for n in ([f"report: {rrow.note}"] if rrow and rrow.note else []) + row.notes if n),
     )
     return rec
 
@@ -649,7 +657,7 @@ def _text_columns(records: list[dict[str, Any]], metric: str) -> tuple[list[str]
     cols = list(_COLUMNS)
     if published:
         cols = [("report_row", "report row"), ("published_text", f"published {metric}"), *cols]
-    if len({r["dataset"] for r in records}) <= 1:
+    if len({r["dataset"] for r in records if r["dataset"]}) <= 1:
         cols = [c for c in cols if c[0] != "dataset"]
     headers = [h.format(metric=metric) for _, h in cols]
     body = []
@@ -725,7 +733,7 @@ def log_to_wandb(records: list[dict[str, Any]], metric: str, group: str | None, 
 
         columns = [f for f in _CSV_FIELDS if f not in ("report_row", "published") or (records and f in records[0])]
         data = [[r.get(c, metric if c == "metric" else None) for c in columns] for r in records]
-        run = wandb.init(project=project, group=group, job_type="table", name=f"table-{group or 'runs'}",
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT", project), group=group, job_type="table", name=f"table-{group or 'runs'}",
                          mode=os.environ.get("WANDB_MODE", "offline"), dir=str(out_dir), reinit="finish_previous",
                          settings=wandb.Settings(silent=True, console="off"))
         run.log({"leaderboard": wandb.Table(columns=columns, data=data)})
@@ -823,8 +831,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--goal", choices=("min", "max"), help="whether lower or higher is better (default: "
                         "inferred from the metric's name)")
     parser.add_argument("--format", choices=("rich", "md", "csv"), default=None,
-                        help="output format (default rich; from --out's suffix when given)")
-    parser.add_argument("--out", help="also write the table to this file")
+                        help="printed format (default rich)")
+    parser.add_argument("--out", help="also write the table to this file (.csv / .md suffix: that format)")
     parser.add_argument("--wandb", action="store_true", help="log the table as a W&B Table (offline by default)")
     parser.add_argument("--plot", help="write a PNG of the metric against step per row")
     parser.add_argument("--report", choices=sorted(REPORTS), help="add a report's published column and check our "
@@ -846,19 +854,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     comparison = compare_with_report(rows, report) if report else None
     records = records_for_display(rows, comparison)
     notes = table_notes(rows, comparison)
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-    fmt = args.format or {".csv": "csv", ".md": "md"}.get(Path(args.out).suffix if args.out else "", "rich")
     title = f"{metric} over seeds ({len(measurements)} measurements in {len(find_results(args.paths))} runs)"
-    if fmt == "csv":
-        text = render_csv(records, metric)
-    elif fmt == "md":
-        text = render_markdown(records, notes, metric, title)
-    else:
-        text = render_rich(records, notes, metric, title, width=width)
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+
+    def render(fmt: str, width: int | None = None) -> str:
+        if fmt == "csv":
+            return render_csv(records, metric)
+        if fmt == "md":
+            return render_markdown(records, notes, metric, title)
+        return render_rich(records, notes, metric, title, width=width)
+
+    shown = args.format or "rich"
+    sys.stdout.write(render(shown, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
+    if args.out:  # the file's format follows its suffix (.csv, .md), else the printed one
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render({".csv": "csv", ".md": "md"}.get(out.suffix.lower(), shown)))
     if args.plot:
         plot_curves(rows, metric, args.plot)
     if args.wandb:

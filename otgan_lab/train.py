@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -62,7 +63,7 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         build.seed_everything(cfg.seed, cfg.num_threads)
         data = build.build_dataset(cfg, cfg.seed, device)  # missing files fail here, before any network
         method = build.build_method(cfg, device)
-        sampler = build.build_sampler(cfg)
+        sampler = build.build_sampler(cfg.sampler)
         record["sampler"] = sampler.name
         resume_from = _resume_path(cfg, out_dir / "checkpoints")
         logger = build.build_logger(cfg, out_dir, group=group)
@@ -87,6 +88,15 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         )
         record["samplers"] = {record["sampler"]: {"metrics": outcome.metrics, "protocol": evaluator.protocol,
                                                    "use_ema": bool(trainer.eval_use_ema)}}
+        if outcome.status == "completed":
+            for name in cfg.eval.samplers:  # post-hoc samplers on the final weights, one record each
+                if name == record["sampler"]:
+                    continue
+                extra = build.build_evaluator(cfg, data, build.build_sampler(build.load_option("sampler", name)),
+                                              out_dir, logger, primary=False)
+                metrics = trainer.run_evaluation(extra)
+                record["samplers"][name] = {"metrics": metrics, "protocol": extra.protocol,
+                                            "use_ema": bool(trainer.eval_use_ema)}
         if primary_metric:
             record["primary_metric"] = primary_metric
         logger.finish(outcome.status, {f"final/{k}": v for k, v in outcome.metrics.items()})
@@ -112,12 +122,23 @@ def _summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt_on_sigterm() -> None:
+    """Schedulers (SLURM preemption, `timeout`, docker stop) send SIGTERM: treat it like Ctrl-C so the
+    run saves a checkpoint and records `interrupted`."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from rich.console import Console
 
+    _interrupt_on_sigterm()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     console = Console(stderr=True)

@@ -118,8 +118,11 @@ class Trainer:
         return path
 
     # -- evaluation -----------------------------------------------------------------------------------
-    def run_evaluation(self) -> dict[str, float]:
-        if self.evaluate is None:
+    def run_evaluation(self, evaluate: Evaluate | None = None) -> dict[str, float]:
+        """Evaluate now (with EMA weights if configured) in a forked RNG stream; `evaluate` defaults to the
+        trainer's hook."""
+        evaluate = evaluate or self.evaluate
+        if evaluate is None:
             return {}
         devices = [self.method.device] if self.method.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -128,13 +131,14 @@ class Trainer:
             try:
                 if self.eval_use_ema:
                     with self.ema.applied(self.method.ema_module):
-                        metrics = self.evaluate(self.method, self.step)
+                        metrics = evaluate(self.method, self.step)
                 else:
-                    metrics = self.evaluate(self.method, self.step)
+                    metrics = evaluate(self.method, self.step)
             finally:
                 self.method.train()
         if metrics:
-            self.logger.log_scalars(self.step, {f"eval/{k}": v for k, v in metrics.items()})
+            prefix = f"eval/{getattr(evaluate, 'name', '')}/".replace("//", "/")
+            self.logger.log_scalars(self.step, {f"{prefix}{k}": v for k, v in metrics.items()})
         return metrics
 
     # -- the loop -------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ result's value <P, C> and marginal error to show they agree, then median times a
 default method is the plain-kernel 'sinkhorn' (fast, but exp(-C/eps) underflows at OT-GAN's eps = 0.002);
 'sinkhorn_log' is its log-domain equivalent of ours. Both are reported.
 
-    python scripts/bench_sinkhorn.py [--n 500 --iters 100 --eps 0.05 --repeat 20 --device cpu --threads 2]
+    python scripts/bench_sinkhorn.py [--n 500 --iters 100 --eps 0.05 --repeat 10 --device cpu --threads 1]
+
+Threads default to 1 for both torch and numpy: on a shared 2-core machine a 2-thread OpenMP pool that
+competes with other processes ran ~8x slower than one thread, which would measure the neighbours.
 """
 
 import argparse
@@ -21,9 +24,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--eps", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs (fewer once a solver passes 10 s)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for torch AND numpy")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch AND numpy's BLAS")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -46,12 +49,11 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def timed(fn) -> tuple[float, object]:
-        """Median seconds over --repeat runs after two warm-up runs, and the last result."""
-        for _ in range(2):
-            out = fn()
+        """Median seconds over --repeat runs after a warm-up run (at least 3 once past 10 s), last result."""
+        out = fn()
         sync()
-        times = []
-        for _ in range(args.repeat):
+        times: list[float] = []
+        while len(times) < args.repeat and (len(times) < 3 or sum(times) < 10.0):
             start = time.perf_counter()
             out = fn()
             sync()
@@ -68,10 +70,12 @@ def main() -> None:
         return max(np.abs(plan.sum(1) - a64).max(), np.abs(plan.sum(0) - a64).max())
 
     rows = []  # (name, seconds, value, marginal error)
+    ours = {}  # dtype name -> seconds
     for dtype in (torch.float32, torch.float64):
         cost = cost64.to(device=device, dtype=dtype)
         seconds, res = timed(lambda cost=cost: sinkhorn(cost, eps=eps, n_iters=iters))
-        name = f"otgan_lab sinkhorn ({str(dtype)[6:]}, {device.type})"
+        ours[str(dtype).removeprefix("torch.")] = seconds
+        name = f"otgan_lab sinkhorn ({str(dtype).removeprefix('torch.')}, {device.type})"
         rows.append((name, seconds, res.cost.item(), res.err.item()))
 
     for np_dtype in (np.float64, np.float32):
@@ -110,11 +114,10 @@ def main() -> None:
     print(f"{'solver':45s} {'median ms':>10s} {'<P,C>':>12s} {'marg. err':>10s}")
     for name, seconds, value, err in rows:
         print(f"{name:45s} {seconds * 1e3:10.2f} {value:12.8f} {err:10.2e}")
-    ours = {name: seconds for name, seconds, *_ in rows if name.startswith("otgan_lab")}
-    print("speed ratio = POT time / ours (> 1: ours faster)")
+    print("speed ratio = POT time / our time (> 1: ours faster)")
     for name, seconds, *_ in rows:
         if name.startswith("POT"):
-            ratios = "  ".join(f"vs ours {key[20:27]}: {seconds / t:6.2f}x" for key, t in ours.items())
+            ratios = "  ".join(f"vs ours {key}: {seconds / t:6.2f}x" for key, t in ours.items())
             print(f"  {name:43s} {ratios}")
 
 

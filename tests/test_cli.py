@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["trainer.steps=30", "trainer.log_every=10", "trainer.checkpoint_every=10", "eval.n_samples=500",
-        "metrics.suites.points2d.w2_points=300", "dataset.n_points=5000", "batch_size=64"]
+        "metrics.points2d.w2_points=300", "dataset.n_points=5000", "batch_size=64"]
 
 
 def otlab(*args, cwd, env_extra=None, timeout=240, check=True):
@@ -92,7 +92,7 @@ def test_ctrl_c_saves_a_checkpoint_and_records_interrupted(tmp_path):
 
 def test_multirun_gives_one_dir_per_job(tmp_path):
     otlab("train", "-m", "method=gan,wgan_clip", "trainer.steps=3", "trainer.log_every=1", "eval.n_samples=200",
-          "metrics.suites.points2d.w2_points=100", "dataset.n_points=1000", "logger=none",
+          "metrics.points2d.w2_points=100", "dataset.n_points=1000", "logger=none",
           f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     results = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [json.loads(p.read_text())["method"] for p in results] == ["gan", "wgan_clip"]

@@ -71,7 +71,9 @@ def test_methods_instantiate_on_every_dataset(method):
 
 @pytest.mark.parametrize("sampler", options("sampler"))
 def test_samplers_instantiate(sampler):
-    assert instantiate(compose_cfg(f"sampler={sampler}").sampler).name
+    cfg = compose_cfg(f"sampler={sampler}")
+    built = build.build_sampler(cfg.sampler)
+    assert built.name == sampler and cfg.sampler.name == sampler
 
 
 def test_unknown_choice_lists_the_options():

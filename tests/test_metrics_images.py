@@ -340,15 +340,15 @@ def test_inception_random_weights_run_pytorch_fid_pipeline(empty_hub_dir: Path, 
     assert isinstance(inception.blocks[2][0], FIDInceptionA)  # the FID variant, not torchvision's
 
     gen = torch.Generator().manual_seed(12)
-    images = torch.rand(3, 1, 28, 28, generator=gen) * 2 - 1
+    images = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1
     features = extractor(images)
-    assert features.shape == (3, 2048) and torch.isfinite(features).all()
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
 
     files = []
     for i, image in enumerate(images):
         files.append(tmp_path / f"{i}.png")
         save_image(image * 0.5 + 0.5, files[-1])
-    reference = get_activations(files, inception, batch_size=3, dims=2048, device="cpu", num_workers=0)
+    reference = get_activations(files, inception, batch_size=2, dims=2048, device="cpu", num_workers=0)
     np.testing.assert_allclose(features.numpy(), reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
 
 
@@ -375,7 +375,7 @@ def test_lenet_test_accuracy(dataset: str, target: float) -> None:
 def test_stacked_mnist_with_real_digits() -> None:
     images, labels = load_test_split("mnist")
     gen = torch.Generator().manual_seed(13)
-    picks = torch.randint(0, len(labels), (2000, 3), generator=gen)
-    stacked = images[picks, 0].float() / 127.5 - 1.0  # (2000, 3, 28, 28): channel c holds digit picks[:, c]
+    picks = torch.randint(0, len(labels), (500, 3), generator=gen)
+    stacked = images[picks, 0].float() / 127.5 - 1.0  # (500, 3, 28, 28): channel c holds digit picks[:, c]
     truth = labels[picks[:, 0]] * 100 + labels[picks[:, 1]] * 10 + labels[picks[:, 2]]
-    assert (stacked_mnist_mode_ids(stacked) == truth).double().mean() > 0.97
+    assert (stacked_mnist_mode_ids(stacked) == truth).double().mean() > 0.95  # ≈ 0.995³ expected

@@ -107,7 +107,8 @@ def image_dataset(
         data=images.to(device),
         kind="image",
         labels=labels.to(device),
-        meta={"num_classes": len(class_names), "class_names": class_names, "split": split, "root": str(root)},
+        meta={"num_classes": len(class_names), "class_names": class_names, "split": split, "root": str(root),
+              "classes": [int(c) for c in classes] if classes else None},
         seed=seed,
     )
 

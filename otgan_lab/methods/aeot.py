@@ -21,9 +21,18 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch.quasirandom import SobolEngine
 
 from otgan_lab.methods.base import Method
-from otgan_lab.ot.semidiscrete import CodeStats, SemiDiscreteOT, denormalize_codes, generate_codes, normalize_codes
+from otgan_lab.ot.semidiscrete import (
+    CodeStats,
+    SemiDiscreteOT,
+    denormalize_codes,
+    generate_codes,
+    normalize_codes,
+    power_cell_argmax,
+    sobol_cube,
+)
 
 _OT_BUFFERS = ("ot_codes", "ot_heights")  # their first dimension is the number of codes, known after fit_end
 
@@ -36,6 +45,13 @@ class AutoEncoderMethod(Method):
     ema_net = "decoder"
     #: optimizer name -> the networks it updates
     optimizer_nets: ClassVar[dict[str, tuple[str, ...]]] = {"autoencoder": ("encoder", "decoder")}
+
+    def __init__(self, **kw):
+        missing = [n for n in self.required_nets if n not in kw]
+        if missing:
+            raise ValueError(f"method {kw.get('name')!r} needs an autoencoder model with nets {list(self.required_nets)} "
+                             f"(missing {missing}): use model=ae (or ae_conv / ae_mlp)")
+        super().__init__(**kw)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         unknown = [n for n in self._optim_factories if n not in self.optimizer_nets]
@@ -88,24 +104,26 @@ class AEOT(AutoEncoderMethod):
     def is_fitted(self) -> bool:
         return self.ot_codes.shape[0] > 0
 
-    @torch.no_grad()
     def encode_dataset(self, data) -> torch.Tensor:
         """Codes (n, d) fp32 of the training set, or of a seeded random subset of `ot.n_codes` samples."""
         n = len(data) if self.n_codes is None else min(int(self.n_codes), len(data))
-        subset = None
-        if n < len(data):
-            gen = torch.Generator().manual_seed(self.subset_seed)
-            subset = torch.randperm(len(data), generator=gen)[:n].sort().values.to(data.device)
+        if n == len(data):
+            return self.encode_chunks(data.all(i, min(n, i + self.encode_batch)) for i in range(0, n, self.encode_batch))
+        subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.subset_seed))[:n]
+        subset = subset.sort().values.to(data.device)
+        return self.encode_chunks(data.to_data_space(data.data[subset[i:i + self.encode_batch]])
+                                  for i in range(0, n, self.encode_batch))
+
+    @torch.no_grad()
+    def encode_chunks(self, chunks) -> torch.Tensor:
+        """Codes (n, d) fp32 of an iterable of data batches, encoder in eval mode, no autocast."""
         encoder, was_training = self.nets["encoder"], self.nets["encoder"].training
         encoder.eval()
-        chunks = []
-        with torch.autocast(self.device.type, enabled=False):
-            for start in range(0, n, self.encode_batch):
-                stop = min(n, start + self.encode_batch)
-                x = data.all(start, stop) if subset is None else data.to_data_space(data.data[subset[start:stop]])
-                chunks.append(encoder(x.to(self.device)).float())
-        encoder.train(was_training)
-        return torch.cat(chunks)
+        try:
+            with torch.autocast(self.device.type, enabled=False):
+                return torch.cat([encoder(x.to(self.device).float()).float() for x in chunks])
+        finally:
+            encoder.train(was_training)
 
     @torch.no_grad()
     def fit_ot(self, codes: torch.Tensor, progress: bool | None = None) -> dict[str, float]:
@@ -134,7 +152,8 @@ class AEOT(AutoEncoderMethod):
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """n codes (encoder space) from the extended OT map; None options take the method's `generation`.
 
-        Before fit_end there is no map: N(0, I) codes, with a warning.
+        Before fit_end there is no map: N(0, I) codes, with a warning. When too few pairs pass the angle
+        threshold, the plain OT map's codes y_I0 (no interpolation), with a warning.
         """
         if not self.is_fitted:
             warnings.warn(f"{self.name}: no OT map yet (fit_end has not run); decoding N(0, I) codes", stacklevel=2)
@@ -146,9 +165,16 @@ class AEOT(AutoEncoderMethod):
         seed = int(torch.randint(1, 2**31 - 1, (), generator=generator,
                                  device=generator.device if generator else "cpu"))
         with torch.autocast(self.device.type, enabled=False):
-            codes = generate_codes(self.ot_codes, self.ot_heights, n, angle_threshold=float(opts["angle_threshold"]),
-                                   k=min(int(opts["k"]), self.ot_codes.shape[0]), interp=opts["interp"],
-                                   seed=seed, n_source=n_source)
+            try:
+                codes = generate_codes(self.ot_codes, self.ot_heights, n, k=min(int(opts["k"]), len(self.ot_codes)),
+                                       angle_threshold=float(opts["angle_threshold"]), interp=opts["interp"],
+                                       seed=seed, n_source=n_source)
+            except RuntimeError as exc:  # too few pairs pass the threshold (few, far-apart codes)
+                if "angle_threshold" not in str(exc):
+                    raise
+                warnings.warn(f"{exc}; using the OT map's own codes instead (no interpolation)", stacklevel=2)
+                source = sobol_cube(SobolEngine(self.z_dim, scramble=True, seed=seed), n, self.device)
+                codes = self.ot_codes[power_cell_argmax(source, self.ot_codes, self.ot_heights)]
             return denormalize_codes(codes, CodeStats(self.code_shift, self.code_scale))
 
     def prior(self, n: int) -> torch.Tensor:

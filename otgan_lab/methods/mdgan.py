@@ -100,6 +100,7 @@ class MDGAN(Method):
         ctx.optimize("generator", generator_loss)
         with torch.no_grad():  # D = L/λ on the batches, as in a standard GAN
             log_lambda = self.log_lambda.to(loglik_real.dtype)
-            d_real, d_fake = (loglik_real.detach() - log_lambda).exp().mean(), (loglik_fake - log_lambda).exp().mean()
+            d_real = (loglik_real.detach() - log_lambda).exp().mean()
+            d_fake = (loglik_fake - log_lambda).exp().mean()
         return {"critic_loss": critic_loss.detach(), "generator_loss": generator_loss.detach(),
                 "d_real": d_real, "d_fake": d_fake}

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from otgan_lab.losses.penalties import r1_penalty
-from otgan_lab.losses.uot import PSI_STAR_NAMES, psi_star, transport_cost, uot_potential_loss, uot_transport_loss
+from otgan_lab.losses.uot import psi_star, transport_cost, uot_potential_loss, uot_transport_loss
 from otgan_lab.methods.base import Method
 
 
@@ -43,19 +43,16 @@ class UOTM(Method):
         n_critic: int = 1,
         **kw,
     ):
-        self.data_shape = tuple(int(s) for s in data_shape)
-        self.source_dim = math.prod(self.data_shape)
+        data_shape = tuple(int(s) for s in data_shape)
         if kw["prior"]["kind"] != "normal":
             raise ValueError("UOTM's source and auxiliary latent are N(0, I): set method.prior.kind=normal")
         generator = kw.get("generator")
         if isinstance(generator, functools.partial):  # complete the model's generator with the prior's size
-            kw["generator"] = generator(z_dim=self.source_dim + int(kw["prior"]["dim"]))
+            kw["generator"] = generator(z_dim=math.prod(data_shape) + int(kw["prior"]["dim"]))
         super().__init__(**kw)
-        for name in (psi1, psi2):
-            if name not in PSI_STAR_NAMES:
-                raise ValueError(f"unknown psi {name!r}; choose one of {PSI_STAR_NAMES}")
+        self.data_shape, self.source_dim = data_shape, math.prod(data_shape)
         self.psi1_name, self.psi2_name = psi1, psi2
-        self.psi1, self.psi2 = psi_star(psi1, psi_max_arg), psi_star(psi2, psi_max_arg)
+        self.psi1, self.psi2 = psi_star(psi1, psi_max_arg), psi_star(psi2, psi_max_arg)  # unknown name: error
         self.tau, self.cost_factor = float(tau), float(cost_factor)
         self.r1_gamma, self.n_critic = float(r1_gamma), int(n_critic)
 

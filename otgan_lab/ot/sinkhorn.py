@@ -1,10 +1,8 @@
-"""Batched log-domain Sinkhorn for entropic optimal transport.
+"""Batched, log-stabilised Sinkhorn for entropic optimal transport.
 
-Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport" (NeurIPS 2013), run in the log
-domain (Peyré & Cuturi, "Computational Optimal Transport", 2019, §4.4) as OT-GAN needs it (Salimans et
-al., ICLR 2018; METHODS.md §6).
-
-For a cost ``C`` (n, m) and positive marginals ``a`` (n,), ``b`` (m,) it solves
+Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport" (NeurIPS 2013), made robust
+as OT-GAN needs it (Salimans et al., ICLR 2018; METHODS.md §6). For a cost ``C`` (n, m) and positive
+marginals ``a`` (n,), ``b`` (m,) it solves
 
     min_P <P, C> + eps * KL(P | a b^T)   s.t.   P 1 = a,  P^T 1 = b
 
@@ -14,9 +12,23 @@ by alternating the dual updates (one iteration = column update, then row update,
     f_i = -eps * LSE_j[(g_j - C_ij) / eps + log b_j]
     P_ij = exp((f_i + g_j - C_ij) / eps + log a_i + log b_j).
 
-The plain kernel exp(-C/eps) underflows to exactly 0 for cosine costs in [0, 2] at eps = 0.002, so
-everything stays in log space. Any number of leading batch dimensions is allowed: ``cost`` (..., n, m),
-``a`` (n,) or (..., n), ``b`` (m,) or (..., m).
+The plain kernel exp(-C/eps) underflows to exactly 0 for cosine costs in [0, 2] at eps = 0.002, so the
+plain scaling algorithm cannot be used. Two robust solvers compute the same iterates:
+
+* ``method="log"``: every half-step is a log-sum-exp over the whole (n, m) matrix (Peyré & Cuturi,
+  "Computational Optimal Transport", 2019, §4.4): two exp passes per iteration.
+* ``method="stabilized"`` (the default, ``"auto"``): the log-stabilised scaling algorithm (Schmitzer,
+  "Stabilized sparse scaling algorithms for entropy regularized transport problems", SIAM J. Sci.
+  Comput. 2019, Alg. 2; POT's ``sinkhorn_stabilized``). Dual potentials (F, G) stay in the log domain and
+  the iterations between two *absorptions* are plain scalings s, t against the stabilised kernel
+  K_ij = exp((F_i + G_j - C_ij) / eps): two mat-vecs per iteration, no exp. The true potentials are
+  F + log s and G + log t. When a scaling leaves a safe range, log s and log t are absorbed into F and G
+  and K is recomputed (one exp pass). The first iteration is done exactly in the log domain, so K starts
+  as the plan after one iteration: its rows sum to a and no row or column of K is empty, however small
+  eps is.
+
+Any number of leading batch dimensions is allowed: ``cost`` (..., n, m), ``a`` (n,) or (..., n), ``b``
+(m,) or (..., m).
 
 ``sinkhorn`` is not differentiable by design: OT-GAN treats the plan as a constant (envelope theorem), so
 the iterations run under ``no_grad`` and ``entropic_ot_loss`` puts the gradient on the cost alone.
@@ -33,8 +45,25 @@ from torch import Tensor
 # The solver works in base 2 (log2 and exp2) because torch's CPU exp2 is several times faster than exp
 # at the same accuracy (1 ulp). Exponents whose result would be subnormal slow exp2/exp down further;
 # terms more than 100 bits below the largest change a log-sum-exp by < m * 2^-100 (relative 1e-25 for
-# m = 1e5), far below float64 resolution, so shifted exponents are clamped to this floor first.
+# m = 1e5), far below float64 resolution, so shifted exponents are clamped to this floor first. (The
+# returned plan reuses the last half-step's powers: entries under 2^-100 of their row's largest are
+# reported at that floor instead of their smaller true value.)
 _LOG2_FLOOR = -100.0
+
+# Stabilised solver. All exponents are base 2, K = 2^(F_i + G_j - C_ij / (eps ln 2)) with F, G in bits.
+# * After an absorption K is the current plan (entries <= the total mass, 1 for OT-GAN). Exponents are
+#   clamped to a floor at which 2^floor is still a normal number (float64 / float32: -1000 / -126), so no
+#   mat-vec ever meets a subnormal; an entry below the floor is reported at 2^floor * s_i * t_j, at most
+#   2^(floor + 2 * limit), i.e. < 2^-700 (float64) or < 2^-60 (float32): far below either precision.
+# * A scaling s_i or t_j outside [2^-limit, 2^limit] triggers an absorption at the next check. One
+#   iteration multiplies a scaling by a factor in [min(a, b), 1 / min(a, b)] (for unit mass: the row
+#   or column mass of the plan lies between a_i min(b) and 1), so growth between checks stays far below
+#   the exponent range (+-1022 / +-126).
+# * The first row half-step keeps terms down to 2^(-kernel_floor_rel) of each row's largest: K starts
+#   from that half-step's powers.
+_STAB_FLOOR = {torch.float64: -1000.0, torch.float32: -126.0}
+_STAB_LIMIT = {torch.float64: 128.0, torch.float32: 32.0}
+_STAB_FLOOR_REL = {torch.float64: -900.0, torch.float32: -100.0}
 
 
 class SinkhornResult(NamedTuple):
@@ -57,17 +86,105 @@ def _log2_marginal(weights: Tensor | None, batch_shape: list[int], size: int, li
     return torch.broadcast_to(weights, (*batch_shape, size)).reshape(batch, size).log2()
 
 
-def _exp2_shifted(log2_kernel: Tensor, shift: Tensor, dim: int, out: Tensor) -> tuple[Tensor, Tensor]:
-    """out <- 2^(log2_kernel + shift - top), top = max along ``dim``. Returns (top, sum of out along dim).
+def _exp2_shifted(
+    log2_kernel: Tensor, shift: Tensor, dim: int, out: Tensor, floor: float = _LOG2_FLOOR, alpha: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """out <- 2^(alpha * log2_kernel + shift - top), top = max along ``dim``, exponents clamped at ``floor``.
 
-    The base-2 log-sum-exp along ``dim`` is ``top + log2(sum)``; the powers stay in ``out`` for reuse. One
-    preallocated buffer and in-place ops: torch.logsumexp would allocate per call, use the slower exp and
-    hit its subnormal path at small eps.
+    Returns (top, sum of out along dim). The base-2 log-sum-exp along ``dim`` is ``top + log2(sum)``; the
+    powers stay in ``out`` for reuse. One preallocated buffer and in-place ops: torch.logsumexp would
+    allocate per call, use the slower exp and hit its subnormal path at small eps.
     """
-    torch.add(log2_kernel, shift, out=out)
+    if alpha == 1.0:
+        torch.add(log2_kernel, shift, out=out)
+    else:
+        torch.add(shift, log2_kernel, alpha=alpha, out=out)
     top = out.amax(dim, keepdim=True)
-    out.sub_(top).clamp_min_(_LOG2_FLOOR).exp2_()
+    out.sub_(top).clamp_min_(floor).exp2_()
     return top.squeeze(dim), out.sum(dim)
+
+
+def _solve_log(cost: Tensor, log2_a: Tensor, log2_b: Tensor, eps: float, n_iters: int, tol, check_every: int):
+    """Log-domain Sinkhorn. Returns (plan, u, v, iterations) with u, v the log2 scalings (see below)."""
+    # Work with u = (f/eps + log a) / ln 2 and v = (g/eps + log b) / ln 2, so that
+    # log2 P = -C/(eps ln 2) + u_i + v_j and each half-step is one base-2 log-sum-exp over the
+    # log2-kernel, which is computed once.
+    log2_kernel = cost * (-1.0 / (eps * math.log(2.0)))  # (B, n, m)
+    buf = torch.empty_like(log2_kernel)  # reused by every half-step: no allocation inside the loop
+    u = torch.zeros_like(log2_a)
+    v = torch.zeros_like(log2_b)
+
+    done = 0
+    while done < n_iters:
+        # Column update: v_j = log2 b_j - LSE2_i(log2_kernel_ij + u_i).
+        top, total = _exp2_shifted(log2_kernel, u.unsqueeze(-1), -2, out=buf)
+        v = log2_b - top - total.log2()
+        # Row update: u_i = log2 a_i - LSE2_j(log2_kernel_ij + v_j). Afterwards buf_ij =
+        # 2^(log2_kernel_ij + v_j - top_i), so the plan is buf scaled by 2^(u + top) = a / total per row.
+        top, total = _exp2_shifted(log2_kernel, v.unsqueeze(-2), -1, out=buf)
+        u = log2_a - top - total.log2()
+        done += 1
+        if tol is not None and done % check_every == 0 and done < n_iters:
+            row_scale = torch.exp2(u + top)
+            col_mass = torch.bmm(row_scale.unsqueeze(-2), buf).squeeze(-2)  # (B, m) = P^T 1
+            if bool(((col_mass - log2_b.exp2()).abs().amax(-1) < tol).all()):  # the only host sync
+                break
+
+    plan = buf.mul_(torch.exp2(u + top).unsqueeze(-1))  # (B, n, m), reuses the last buffer
+    return plan, u, v, done
+
+
+def _solve_stabilized(
+    cost: Tensor,
+    log2_a: Tensor,
+    log2_b: Tensor,
+    eps: float,
+    n_iters: int,
+    tol,
+    check_every: int,
+    absorb_every: int,
+    adaptive: bool,
+):
+    """Log-stabilised scaling Sinkhorn. Returns (plan, u, v, iterations) like :func:`_solve_log`.
+
+    ``adaptive``: absorb only when a scaling left [2^-limit, 2^limit] (checked every ``absorb_every``
+    iterations; costs a host sync, free on CPU). Otherwise absorb unconditionally every ``absorb_every``
+    iterations, with no host synchronisation (accelerators).
+    """
+    dtype = cost.dtype
+    kappa = -1.0 / (eps * math.log(2.0))  # log2 K = kappa * C + F + G
+    a, b = log2_a.exp2(), log2_b.exp2()
+    kernel = torch.empty_like(cost)  # the one (B, n, m) buffer besides the cost
+
+    # Iteration 1, exactly in the log domain (as _solve_log from u = 0).
+    top, total = _exp2_shifted(cost, torch.zeros_like(log2_a).unsqueeze(-1), -2, kernel, alpha=kappa)
+    big_g = log2_b - top - total.log2()  # (B, m)
+    top, total = _exp2_shifted(cost, big_g.unsqueeze(-2), -1, kernel, _STAB_FLOOR_REL[dtype], kappa)
+    big_f = log2_a - top - total.log2()  # (B, n)
+    kernel.mul_(torch.exp2(big_f + top).unsqueeze(-1))  # K = 2^(kappa C + F + G): the plan, rows sum to a
+    s, t = torch.ones_like(big_f), torch.ones_like(big_g)  # P = diag(s) K diag(t)
+
+    floor, limit = _STAB_FLOOR[dtype], _STAB_LIMIT[dtype]
+    hi, lo = 2.0**limit, 2.0**-limit
+    done = 1
+    while done < n_iters:
+        kts = torch.bmm(s.unsqueeze(-2), kernel).squeeze(-2)  # (B, m); P^T 1 = t * kts
+        if tol is not None and done % check_every == 0:
+            if bool(((t * kts - b).abs().amax(-1) < tol).all()):  # the only host sync (adaptive aside)
+                break
+        t = b / kts  # column update
+        s = a / torch.bmm(kernel, t.unsqueeze(-1)).squeeze(-1)  # row update
+        done += 1
+        if done % absorb_every == 0 and done < n_iters:
+            if adaptive and not bool((s.amax() > hi) | (s.amin() < lo) | (t.amax() > hi) | (t.amin() < lo)):
+                continue
+            big_f, big_g = big_f + s.log2(), big_g + t.log2()
+            torch.add(big_f.unsqueeze(-1), cost, alpha=kappa, out=kernel)
+            kernel.add_(big_g.unsqueeze(-2)).clamp_min_(floor).exp2_()
+            s, t = torch.ones_like(s), torch.ones_like(t)
+
+    plan = kernel.mul_(s.unsqueeze(-1)).mul_(t.unsqueeze(-2))  # (B, n, m), reuses the kernel buffer
+    return plan, big_f + s.log2(), big_g + t.log2(), done
 
 
 def sinkhorn(
@@ -79,8 +196,10 @@ def sinkhorn(
     n_iters: int = 100,
     tol: float | None = None,
     check_every: int = 10,
+    method: str = "auto",
+    absorb_every: int = 10,
 ) -> SinkhornResult:
-    """Entropic OT between ``a`` and ``b`` for ``cost`` (..., n, m) by log-domain Sinkhorn.
+    """Entropic OT between ``a`` and ``b`` for ``cost`` (..., n, m) by robust (log-stabilised) Sinkhorn.
 
     Args:
         cost: (..., n, m) cost matrices. Computed in float64 if given float64, else in float32 (half
@@ -92,6 +211,11 @@ def sinkhorn(
         tol: stop once every problem's marginal error is below ``tol``. None runs exactly ``n_iters``
             iterations without any host-device synchronisation.
         check_every: iterations between two error checks when ``tol`` is set (each check syncs).
+        method: "stabilized" (log-stabilised scaling, two mat-vecs per iteration), "log" (log-sum-exp
+            half-steps, two exp passes per iteration) or "auto" (= "stabilized"). Both compute the same
+            iterates; they differ only in rounding.
+        absorb_every: "stabilized" only: iterations between two absorption points. On CPU the scalings
+            are absorbed there only if one left its safe range; on other devices always (no host sync).
 
     Returns:
         SinkhornResult; no tensor in it requires grad. After the last (row) update ``P 1 = a`` to
@@ -101,6 +225,10 @@ def sinkhorn(
         raise ValueError(f"eps must be positive, got {eps}")
     if n_iters < 1 or check_every < 1:
         raise ValueError("n_iters and check_every must be >= 1")
+    if absorb_every < 1:
+        raise ValueError("absorb_every must be >= 1")
+    if method not in ("auto", "stabilized", "log"):
+        raise ValueError(f"method must be 'auto', 'stabilized' or 'log', got {method!r}")
     if cost.dim() < 2:
         raise ValueError(f"cost must have shape (..., n, m), got {tuple(cost.shape)}")
 
@@ -111,30 +239,20 @@ def sinkhorn(
         log2_a = _log2_marginal(a, batch_shape, n, cost_flat)  # (B, n)
         log2_b = _log2_marginal(b, batch_shape, m, cost_flat)  # (B, m)
 
-        # Work with u = (f/eps + log a)/ln 2 and v = (g/eps + log b)/ln 2, so log2 P = -C/(eps ln 2) + u_i + v_j
-        # and each half-step is one base-2 log-sum-exp over the log2-kernel, computed once.
-        log2_kernel = cost_flat * (-1.0 / (eps * math.log(2.0)))  # (B, n, m)
-        buf = torch.empty_like(log2_kernel)  # reused by every half-step: no allocation inside the loop
-        u = torch.zeros_like(log2_a)
-        v = torch.zeros_like(log2_b)
-
-        done = 0
-        while done < n_iters:
-            # Column update: v_j = log2 b_j - LSE2_i(log2_kernel_ij + u_i).
-            top, total = _exp2_shifted(log2_kernel, u.unsqueeze(-1), -2, out=buf)
-            v = log2_b - top - total.log2()
-            # Row update: u_i = log2 a_i - LSE2_j(log2_kernel_ij + v_j). Afterwards buf_ij =
-            # 2^(log2_kernel_ij + v_j - top_i), so the plan is buf scaled by 2^(u + top) = a / total per row.
-            top, total = _exp2_shifted(log2_kernel, v.unsqueeze(-2), -1, out=buf)
-            u = log2_a - top - total.log2()
-            done += 1
-            if tol is not None and done % check_every == 0 and done < n_iters:
-                row_scale = torch.exp2(u + top)
-                col_mass = torch.bmm(row_scale.unsqueeze(-2), buf).squeeze(-2)  # (B, m) = P^T 1
-                if bool(((col_mass - log2_b.exp2()).abs().amax(-1) < tol).all()):  # the only host sync
-                    break
-
-        plan = buf.mul_(torch.exp2(u + top).unsqueeze(-1))  # (B, n, m), reuses the last buffer
+        if method == "log":
+            plan, u, v, done = _solve_log(cost_flat, log2_a, log2_b, eps, n_iters, tol, check_every)
+        else:
+            plan, u, v, done = _solve_stabilized(
+                cost_flat,
+                log2_a,
+                log2_b,
+                eps,
+                n_iters,
+                tol,
+                check_every,
+                absorb_every,
+                adaptive=cost_flat.device.type == "cpu",
+            )
         err = torch.maximum(
             (plan.sum(-1) - log2_a.exp2()).abs().amax(-1), (plan.sum(-2) - log2_b.exp2()).abs().amax(-1)
         )

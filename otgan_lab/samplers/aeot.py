@@ -18,6 +18,8 @@ from otgan_lab.samplers.base import Sampler
 
 
 class AEOTSampler(Sampler):
+    name = "aeot"
+
     def __init__(self, angle_threshold: float | None = None, k: int | None = None,
                  interp: float | str | None = None, batch_size: int = 1000) -> None:
         super().__init__()
@@ -28,8 +30,6 @@ class AEOTSampler(Sampler):
         if k is not None and k < 2:
             raise ValueError(f"k must be >= 2 (pairs of planes), got {k}")
         self.angle_threshold, self.k, self.interp, self.batch_size = angle_threshold, k, interp, batch_size
-        # runs with another threshold are another row of the leaderboard
-        self.name = "aeot" if angle_threshold is None else f"aeot_t{angle_threshold:.3g}"
 
     def _sample(self, method: Any, n: int, generator: torch.Generator | None) -> Tensor:
         if not hasattr(method, "extended_codes"):

@@ -1,0 +1,135 @@
+"""The image-metrics front door: FID (pluggable backbone), KID, precision/recall, density/coverage and
+classifier metrics of generated images against a dataset's reference split.
+
+Reference features are computed once and cached on disk, keyed by everything that changes them: dataset,
+split, class filter, image count, backbone name, weights hash, preprocessing and the otgan_lab version. The
+same key goes into each result's protocol so `otlab table` only compares like with like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from otgan_lab import __version__
+from otgan_lab.metrics.classifier import classifier_metrics, predict_logits
+from otgan_lab.metrics.features import LENET_ASSETS, FeatureExtractor, get_backbone
+from otgan_lab.metrics.frechet import (
+    frechet_distance,
+    gaussian_stats,
+    load_gaussian_stats,
+    save_gaussian_stats,
+)
+from otgan_lab.metrics.kid import kid
+from otgan_lab.metrics.prdc import prdc
+
+DOMAIN_BACKBONES = {"mnist": "lenet_mnist", "fashion_mnist": "lenet_fashion"}
+_EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
+_REFERENCE: dict[str, tuple[np.ndarray, np.ndarray, torch.Tensor]] = {}
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("OTLAB_CACHE"):
+        return Path(os.environ["OTLAB_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "otgan_lab" / "stats"
+
+
+def resolve_backbone(name: str, dataset: str) -> str:
+    if name != "auto":
+        return name
+    return DOMAIN_BACKBONES.get(dataset, "inception")
+
+
+def extractor(name: str, device: torch.device, **kw) -> FeatureExtractor:
+    key = (name, str(device))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = get_backbone(name, device=device, **kw)
+    return _EXTRACTORS[key]
+
+
+def reference_images(data: Any, split: str):
+    """The dataset's images of `split` (uint8 on the data's device), class filter kept."""
+    if split == data.meta.get("split", "train"):
+        return data.data
+    from otgan_lab.data.images import image_dataset
+
+    classes = data.meta.get("classes")
+    other = image_dataset(data.name, root=data.meta.get("root"), split=split, classes=classes, download=False,
+                          device=data.device)
+    return other.data
+
+
+def reference_key(data: Any, split: str, n: int, fx: FeatureExtractor) -> str:
+    classes = data.meta.get("classes")
+    return f"{data.name}|{split}|classes={classes}|n={n}|{fx.cache_key}|otgan_lab={__version__}"
+
+
+def reference_statistics(data: Any, fx: FeatureExtractor, split: str = "train", n: int | None = None,
+                         n_features: int = 10_000, cache_dir: str | Path | None = None):
+    """(mu, sigma, features[:n_features]) of the reference images; from memory, disk cache or computed."""
+    images = reference_images(data, split)
+    n = len(images) if n is None else min(int(n), len(images))
+    key = reference_key(data, split, n, fx)
+    if key in _REFERENCE:
+        return (*_REFERENCE[key], key)
+    path = Path(cache_dir or default_cache_dir()) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    feats_path = path.with_suffix(".features.npy")
+    cached = load_gaussian_stats(path, key)
+    if cached is not None and feats_path.is_file():
+        mu, sigma = cached
+        features = torch.from_numpy(np.load(feats_path))
+    else:
+        all_features = fx(images[:n])  # uint8 accepted by the backbones; streamed in batches
+        mu, sigma = gaussian_stats(all_features.cpu().numpy())
+        features = all_features[:n_features].cpu()
+        save_gaussian_stats(path, mu, sigma, key, n)
+        np.save(feats_path, features.numpy())
+    _REFERENCE[key] = (mu, sigma, features)
+    return mu, sigma, features, key
+
+
+def image_metrics(fake: torch.Tensor, data: Any, *, backbone: str = "auto", reference_split: str = "train",
+                  n_reference: int | None = None, kid_subsets: int = 50, kid_subset_size: int = 1000,
+                  prdc_k: int = 5, prdc_samples: int = 5000, batch_size: int = 500,
+                  weights_path: str | None = None, cache_dir: str | None = None) -> dict[str, float]:
+    """FID, KID and PRDC of `fake` (N, C, H, W) in [-1, 1] against the reference split."""
+    name = resolve_backbone(backbone, data.name)
+    kw = {"batch_size": batch_size}
+    if weights_path and name == "inception":
+        kw["weights_path"] = weights_path
+    fx = extractor(name, fake.device, **kw)
+    mu_r, sigma_r, feats_r, _ = reference_statistics(data, fx, reference_split, n_reference, cache_dir=cache_dir)
+    feats_f = fx(fake.float())
+    finite = torch.isfinite(feats_f).all()
+    if not finite:
+        return {"fid": float("inf")}
+    mu_f, sigma_f = gaussian_stats(feats_f.cpu().numpy())
+    out = {"fid": float(frechet_distance(mu_f, sigma_f, mu_r, sigma_r))}
+    if kid_subsets:
+        out["kid"], out["kid_std"] = kid(feats_f.cpu(), feats_r, n_subsets=kid_subsets, subset_size=kid_subset_size)
+    if prdc_k:
+        m = min(prdc_samples, len(feats_f), len(feats_r))
+        out.update(prdc(feats_r[:m], feats_f[:m].cpu(), k=prdc_k))
+    return out
+
+
+def image_protocol(data: Any, *, backbone: str = "auto", reference_split: str = "train",
+                   n_reference: int | None = None, **_) -> dict[str, Any]:
+    name = resolve_backbone(backbone, data.name)
+    n = n_reference or "all"
+    return {"backbone": name, "reference_split": reference_split, "n_reference": n,
+            "classes": data.meta.get("classes")}
+
+
+def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1, n_splits: int = 10) -> dict[str, float]:
+    """Classes covered, KL(class histogram || uniform), classifier IS from the dataset's LeNet."""
+    if data.name not in LENET_ASSETS:
+        raise ValueError(f"no classifier for dataset {data.name!r}; classifier metrics need one of {sorted(LENET_ASSETS)}")
+    logits = predict_logits(fake.float(), dataset=data.name, device=fake.device)
+    stats = classifier_metrics(logits, min_count=min_count, n_splits=n_splits)
+    return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Reproduce report R3's table (shared REPORTS.md): train every row of conf/experiment/report_r3.yaml with
+# several seeds in one Hydra multirun, then print our leaderboard beside the published values and say whether
+# the orderings agree.
+#   scripts/reproduce_r3.sh [budget=smoke|cpu|full] [more Hydra overrides...]
+# Env: OTLAB_DATA (where MNIST / Fashion-MNIST live), JOBS (parallel jobs through the joblib launcher when it
+# is installed, default 2; JOBS=1 runs one job at a time).
+set -uo pipefail
+REPORT=r3
+exec "$(dirname "$0")/_reproduce.sh" "$REPORT" "$@"
