@@ -141,5 +141,5 @@ def main(argv: list[str] | None = None) -> None:
         else:
             evaluate_real(special["real"], special, dotted)
     except (build.ConfigError, checkpoint.CheckpointError) as exc:
-        Console(stderr=True).print(f"[bold red]otlab eval:[/] {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab eval:[/] {exc}")
         sys.exit(2)

@@ -266,11 +266,26 @@ def group_key(m: Measurement, by: Sequence[str] | None = None) -> str:
     return _json_key([["sampler", m.sampler], sorted(m.config.items())])
 
 
+# Protocol entries that do not change a number: how features are batched, where statistics are cached.
+_PROTOCOL_NEUTRAL = ("batch_size", "cache_dir")
+
+
+def _drop_neutral(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _drop_neutral(v) for k, v in node.items() if k not in _PROTOCOL_NEUTRAL}
+    return node
+
+
+def measured_protocol(protocol: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What makes two numbers comparable: the recorded protocol without its neutral entries."""
+    return None if protocol is None else _drop_neutral(protocol)
+
+
 def comparable_protocol(protocol: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The protocol minus the sampler: rows of different samplers are meant to be compared."""
+    """The measured protocol minus the sampler: rows of different samplers are meant to be compared."""
     if protocol is None:
         return None
-    return {k: v for k, v in protocol.items() if k != "sampler"}
+    return {k: v for k, v in measured_protocol(protocol).items() if k != "sampler"}
 
 
 def protocol_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
@@ -365,7 +380,7 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
         done = [m for m in members if m.status == "completed"]
         by_protocol: dict[str, list[Measurement]] = {}
         for m in done:
-            by_protocol.setdefault(_json_key(m.protocol), []).append(m)
+            by_protocol.setdefault(_json_key(measured_protocol(m.protocol)), []).append(m)
         protocols = list(by_protocol)
         for pkey, runs in by_protocol.items():
             values = [v for v in (_float(m.metrics.get(metric)) for m in runs) if v is not None]
@@ -378,8 +393,8 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
                                  + (f" (they have: {', '.join(available[:8])})" if available else ""))
             if len(protocols) > 1:
                 others = [json.loads(p) for p in protocols if p != pkey]
-                diffs = "; ".join(protocol_differences(runs[0].protocol, o)[0] for o in others
-                                  if protocol_differences(runs[0].protocol, o))
+                mine = measured_protocol(runs[0].protocol)
+                diffs = "; ".join(protocol_differences(mine, o)[0] for o in others if protocol_differences(mine, o))
                 row.notes.append(f"not averaged with {len(done) - len(runs)} run(s) of this group measured under "
                                  f"another protocol ({diffs})")
             if len(runs) < len(members):

@@ -141,7 +141,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     _interrupt_on_sigterm()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         record = run(cfg, hc.runtime.output_dir, group=Path(hc.sweep.dir).name if multirun else None,
                      overrides=list(hc.overrides.task))

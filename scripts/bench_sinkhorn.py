@@ -1,12 +1,20 @@
-"""Benchmark: otgan_lab's log-domain Sinkhorn against POT's ot.sinkhorn2 on one n x n problem.
+"""Benchmark: otgan_lab's Sinkhorn solvers against POT's ot.sinkhorn2 on one n x n problem.
 
 Every solver gets the same cost (cosine distances of random 2-D points, values in [0, 2]), the same eps and
-the same number of iterations (POT with stopThr=0 so it never stops early); the script prints each
-result's value <P, C> and marginal error to show they agree, then median times and speed ratios. POT's
-default method is the plain-kernel 'sinkhorn' (fast, but exp(-C/eps) underflows at OT-GAN's eps = 0.002);
-'sinkhorn_log' is its log-domain equivalent of ours. Both are reported.
+the same number of iterations (POT with stopThr=0 so it never stops early). Ours: method="stabilized" (the
+default: log-stabilised scaling, two mat-vecs per iteration) and method="log" (log-sum-exp half-steps), in
+float64 and float32. POT: its default plain-kernel 'sinkhorn' (fast, but exp(-C/eps) underflows at OT-GAN's
+eps = 0.002) and its log-domain 'sinkhorn_log', on numpy float64 (POT's default) and float32, and on its
+torch backend. All solvers compute the same iterates, so the script prints each one's value <P, C>, its
+marginal error and its largest plan difference to POT's float64 plain plan to show that they agree.
 
-    python scripts/bench_sinkhorn.py [--n 500 --iters 100 --eps 0.05 --repeat 10 --device cpu --threads 1]
+Timing: the solvers run interleaved, one call each per round, so a change in machine load hits all of them
+alike; each reports its median wall time and median CPU time (process_time: excludes time the process
+waits for a core, which on a shared machine dominates the wall-time noise). A solver stops being timed
+after --repeat calls or once its calls add up to --budget seconds (POT's numpy sinkhorn_log takes seconds
+per call). The load average is printed before and after.
+
+    python scripts/bench_sinkhorn.py [--n 500 --iters 100 --eps 0.05 --repeat 15 --device cpu --threads 1]
 
 Threads default to 1 for both torch and numpy: on a shared 2-core machine a 2-thread OpenMP pool that
 competes with other processes ran ~8x slower than one thread, which would measure the neighbours.
@@ -24,7 +32,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--eps", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs (fewer once a solver passes 10 s)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed calls per solver (after a warm-up)")
+    parser.add_argument("--budget", type=float, default=10.0, help="stop timing a solver after this many s")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch AND numpy's BLAS")
     parser.add_argument("--seed", type=int, default=0)
@@ -43,82 +52,105 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sinkhorn did not converge")
     device = torch.device(args.device)
+    load_before = os.getloadavg()
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
-
-    def timed(fn) -> tuple[float, object]:
-        """Median seconds over --repeat runs after a warm-up run (at least 3 once past 10 s), last result."""
-        out = fn()
-        sync()
-        times: list[float] = []
-        while len(times) < args.repeat and (len(times) < 3 or sum(times) < 10.0):
-            start = time.perf_counter()
-            out = fn()
-            sync()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times), out
 
     gen = torch.Generator().manual_seed(args.seed)
     x, y = torch.randn(args.n, 2, generator=gen), torch.randn(args.n, 2, generator=gen) + 0.5
     cost64 = cosine_cost(x.double(), y.double())  # the one input, in [0, 2]
     a64 = np.full(args.n, 1.0 / args.n)
     eps, iters = args.eps, args.iters
+    pot_kw = dict(numItermax=iters, stopThr=0.0)
+    reference = ot.sinkhorn(a64, a64, cost64.numpy(), eps, method="sinkhorn", **pot_kw)  # POT default
 
-    def marginal_error(plan: np.ndarray) -> float:
-        return max(np.abs(plan.sum(1) - a64).max(), np.abs(plan.sum(0) - a64).max())
+    # name -> (timed call, call returning the plan as float64 numpy); ours return their plan in the result
+    solvers: dict[str, tuple] = {}
+    ours: list[str] = []
+    for method in ("stabilized", "log"):
+        for dtype in (torch.float64, torch.float32):
+            cost = cost64.to(device=device, dtype=dtype)
+            name = f"otgan_lab {method} ({str(dtype).removeprefix('torch.')}, {device.type})"
+            ours.append(name)
 
-    rows = []  # (name, seconds, value, marginal error)
-    ours = {}  # dtype name -> seconds
-    for dtype in (torch.float32, torch.float64):
-        cost = cost64.to(device=device, dtype=dtype)
-        seconds, res = timed(lambda cost=cost: sinkhorn(cost, eps=eps, n_iters=iters))
-        ours[str(dtype).removeprefix("torch.")] = seconds
-        name = f"otgan_lab sinkhorn ({str(dtype).removeprefix('torch.')}, {device.type})"
-        rows.append((name, seconds, res.cost.item(), res.err.item()))
+            def call(cost=cost, method=method):
+                return sinkhorn(cost, eps=eps, n_iters=iters, method=method)
 
+            solvers[name] = (call, lambda call=call: call().plan.double().cpu().numpy())
     for np_dtype in (np.float64, np.float32):
         m_np, a_np = cost64.numpy().astype(np_dtype), a64.astype(np_dtype)
         for method in ("sinkhorn", "sinkhorn_log"):
-            kw = dict(method=method, numItermax=iters, stopThr=0.0)
-            seconds, value = timed(
-                lambda m_np=m_np, a_np=a_np, kw=kw: ot.sinkhorn2(a_np, a_np, m_np, eps, **kw)
+            kw = dict(method=method, **pot_kw)
+            solvers[f"POT {method} (numpy {np.dtype(np_dtype).name})"] = (
+                lambda m_np=m_np, a_np=a_np, kw=kw: ot.sinkhorn2(a_np, a_np, m_np, eps, **kw),
+                lambda m_np=m_np, a_np=a_np, kw=kw: ot.sinkhorn(a_np, a_np, m_np, eps, **kw).astype(np.float64),
             )
-            plan = ot.sinkhorn(a_np, a_np, m_np, eps, **kw).astype(np.float64)
-            rows.append(
-                (
-                    f"POT {method} (numpy {np.dtype(np_dtype).name})",
-                    seconds,
-                    float(value),
-                    marginal_error(plan),
-                )
-            )
-
     try:  # POT's torch backend, same device and float32
         cost_t = cost64.to(device=device, dtype=torch.float32)
         a_t = torch.full((args.n,), 1.0 / args.n, device=device)
+        ot.sinkhorn2(a_t, a_t, cost_t, eps, **pot_kw)
         for method in ("sinkhorn", "sinkhorn_log"):
-            kw = dict(method=method, numItermax=iters, stopThr=0.0)
-            seconds, value = timed(lambda kw=kw: ot.sinkhorn2(a_t, a_t, cost_t, eps, **kw))
-            plan = ot.sinkhorn(a_t, a_t, cost_t, eps, **kw).double().cpu().numpy()
-            rows.append(
-                (f"POT {method} (torch float32, {device.type})", seconds, float(value), marginal_error(plan))
+            kw = dict(method=method, **pot_kw)
+            solvers[f"POT {method} (torch float32, {device.type})"] = (
+                lambda kw=kw: ot.sinkhorn2(a_t, a_t, cost_t, eps, **kw),
+                lambda kw=kw: ot.sinkhorn(a_t, a_t, cost_t, eps, **kw).double().cpu().numpy(),
             )
     except Exception as exc:  # noqa: BLE001 - an optional comparison; report and go on
         print(f"POT torch backend skipped: {exc!r}")
 
+    # Accuracy: one untimed call each (it also warms each solver up).
+    accuracy = {}
+    for name, (_, plan_fn) in solvers.items():
+        plan = plan_fn()
+        value = float((plan * cost64.numpy()).sum())
+        marginal_err = max(np.abs(plan.sum(1) - a64).max(), np.abs(plan.sum(0) - a64).max())
+        accuracy[name] = (value, marginal_err, np.abs(plan - reference).max())
+
+    # Timing: interleaved rounds.
+    sync()
+    wall: dict[str, list[float]] = {name: [] for name in solvers}
+    cpu: dict[str, list[float]] = {name: [] for name in solvers}
+    active = list(solvers)
+    while active:
+        for name in list(active):
+            call = solvers[name][0]
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            sync()
+            wall[name].append(time.perf_counter() - start_wall)
+            cpu[name].append(time.process_time() - start_cpu)
+            if len(wall[name]) >= args.repeat or sum(wall[name]) >= args.budget:
+                active.remove(name)
+    med_wall = {name: statistics.median(v) for name, v in wall.items()}
+    med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+
     print(
-        f"n={args.n} iters={iters} eps={eps} device={device.type} threads={args.threads} repeat={args.repeat}"
+        f"n={args.n} iters={iters} eps={eps} device={device.type} threads={args.threads} "
+        f"repeat<={args.repeat} (interleaved) load avg 1/5/15 min before: "
+        + " ".join(f"{v:.2f}" for v in load_before)
+        + ", after: "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-    print(f"{'solver':45s} {'median ms':>10s} {'<P,C>':>12s} {'marg. err':>10s}")
-    for name, seconds, value, err in rows:
-        print(f"{name:45s} {seconds * 1e3:10.2f} {value:12.8f} {err:10.2e}")
-    print("speed ratio = POT time / our time (> 1: ours faster)")
-    for name, seconds, *_ in rows:
+    print(
+        f"{'solver':42s} {'calls':>5s} {'wall ms':>9s} {'cpu ms':>9s} {'<P,C>':>12s} {'marg. err':>10s} "
+        f"{'max|P-P_POT|':>12s}"
+    )
+    for name in solvers:
+        value, marginal_err, diff = accuracy[name]
+        print(
+            f"{name:42s} {len(wall[name]):5d} {med_wall[name] * 1e3:9.2f} {med_cpu[name] * 1e3:9.2f} "
+            f"{value:12.8f} {marginal_err:10.2e} {diff:12.2e}"
+        )
+    print("(max|P-P_POT|: largest plan difference to POT's numpy float64 plain 'sinkhorn' plan)")
+    print("speed ratio = POT median time / our median time (> 1: ours faster); CPU time [wall time]")
+    short = {name: name.removeprefix("otgan_lab ").split(",")[0] + ")" for name in ours}
+    print(f"  {'':40s} " + " ".join(f"{short[name]:>22s}" for name in ours))
+    for name in solvers:
         if name.startswith("POT"):
-            ratios = "  ".join(f"vs ours {key}: {seconds / t:6.2f}x" for key, t in ours.items())
-            print(f"  {name:43s} {ratios}")
+            cells = [f"{med_cpu[name] / med_cpu[o]:7.2f}x [{med_wall[name] / med_wall[o]:6.2f}x]" for o in ours]
+            print(f"  {name:40s} " + " ".join(f"{cell:>22s}" for cell in cells))
 
 
 if __name__ == "__main__":

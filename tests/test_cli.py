@@ -124,3 +124,27 @@ def test_mnist_run_from_otlab_data(tmp_path):
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "completed" and result["dataset"] == "mnist"
     assert list((run / "samples").glob("*.png"))
+
+
+def test_eval_a_run_with_another_sampler_keeps_one_record_per_sampler(tmp_path):
+    run = tmp_path / "run"
+    otlab("train", "method=gan", *TINY, f"hydra.run.dir={run}", "logger=none", cwd=tmp_path)
+    otlab("eval", f"run={run}", "sampler=drs", "sampler.burn_in=1000", "eval.n_samples=300", cwd=tmp_path)
+    result = json.loads((run / "result.json").read_text())
+    assert set(result["samplers"]) == {"standard", "drs"}
+    drs = result["samplers"]["drs"]
+    assert drs["protocol"]["n_samples"] == 300 and 0 < drs["metrics"]["sampler/acceptance_rate"] <= 1
+    assert [e["sampler"] for e in result["evaluations"]] == ["drs"]
+    proc = otlab("eval", f"run={run}", "eval.use_ema=true", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no EMA weights" in proc.stderr
+    proc = otlab("eval", f"run={tmp_path}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_wandb_failure_warns_and_the_run_goes_on(tmp_path):
+    from otgan_lab.loggers import WandbLogger
+
+    with pytest.warns(UserWarning, match="W&B logging disabled"):
+        logger = WandbLogger(tmp_path, {}, project="p", mode="not-a-mode", group=None, name="x")
+    logger.log_scalars(1, {"a": 1.0})  # no-ops, no exceptions
+    logger.finish("completed", {})

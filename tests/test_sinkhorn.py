@@ -1,8 +1,9 @@
-"""Log-domain Sinkhorn and OT-GAN's minibatch energy distance against independent oracles.
+"""Robust Sinkhorn (log-stabilised and log-domain) and OT-GAN's minibatch energy distance against oracles.
 
-Oracles: POT (``ot.sinkhorn(..., method="sinkhorn_log")`` runs the same column-then-row updates, so its
-iterates match ours at any iteration count, converged or not), scipy's cosine distance, closed-form
-identities (marginal constraints, envelope theorem, E[L] = 0 for i.i.d. batches). METHODS.md §6 and §13.
+Oracles: POT (``ot.sinkhorn(..., method="sinkhorn_log")`` and the plain-kernel ``method="sinkhorn"`` run
+the same column-then-row updates, so their iterates match ours at any iteration count, converged or not),
+scipy's cosine distance, closed-form identities (marginal constraints, envelope theorem, E[L] = 0 for
+i.i.d. batches). Every solver test runs both of our methods. METHODS.md §6 and §13.
 """
 
 import math
@@ -14,8 +15,11 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+import otgan_lab.ot.sinkhorn as sinkhorn_module
 from otgan_lab.ot.energy import cosine_cost, minibatch_energy_distance
 from otgan_lab.ot.sinkhorn import entropic_ot_loss, sinkhorn
+
+METHODS = ["stabilized", "log"]
 
 
 def _problem(n=12, m=9, seed=0):
@@ -26,10 +30,43 @@ def _problem(n=12, m=9, seed=0):
     return cost, a / a.sum(), b / b.sum()
 
 
-def _pot_plan(cost, a, b, eps, n_iters, log=False):
+def _pot_plan(cost, a, b, eps, n_iters, log=False, method="sinkhorn_log"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sinkhorn did not converge" is expected for fixed iterations
-        return ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=n_iters, stopThr=0.0, log=log)
+        return ot.sinkhorn(a, b, cost, eps, method=method, numItermax=n_iters, stopThr=0.0, log=log)
+
+
+def _outlier_cosine_cost(n=30, m=24, n_out=3, seed=0):
+    """Cosine costs (float64) of points around e1, except ``n_out`` rows around -e1: those rows' costs are
+    all > 1.49, so at eps = 0.002 their plain-kernel row exp(-C/eps) is exactly 0 in float64."""
+    rng = np.random.default_rng(seed)
+    e1 = np.array([1.0, 0.0, 0.0])
+    x = e1 + 0.35 * rng.normal(size=(n, 3))
+    x[:n_out] = -e1 + 0.1 * rng.normal(size=(n_out, 3))
+    y = e1 + 0.25 * rng.normal(size=(m, 3))
+    return cdist(x, y, "cosine")
+
+
+@pytest.fixture
+def device_loop_on_cpu(monkeypatch):
+    """Run the accelerator code path of the stabilised solver (torch ops, unconditional absorptions, no
+    host reads) on CPU."""
+    monkeypatch.setattr(sinkhorn_module, "_iterate_cpu", sinkhorn_module._iterate_device)
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """Counts calls of _StabilizedKernel methods: returns a dict name -> count."""
+    counts = {"absorb": 0, "exact_row_update": 0}
+    for name in counts:
+        original = getattr(sinkhorn_module._StabilizedKernel, name)
+
+        def wrapper(self, *args, _name=name, _original=original):
+            counts[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(sinkhorn_module._StabilizedKernel, name, wrapper)
+    return counts
 
 
 def _t(x):
@@ -39,10 +76,11 @@ def _t(x):
 # ---------------------------------------------------------------------------------------------- sinkhorn
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("eps", [0.5, 0.05, 0.002])
-def test_marginals_float64(eps):
+def test_marginals_float64(eps, method):
     cost, a, b = _problem(seed=2)
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=20_000, tol=1e-11)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=20_000, tol=1e-11, method=method)
     plan = res.plan.numpy()
     assert res.plan.dtype == torch.float64 and plan.shape == (12, 9)
     assert np.abs(plan.sum(1) - a).max() < 1e-11
@@ -51,31 +89,34 @@ def test_marginals_float64(eps):
     assert res.err.item() < 1e-11 and res.n_iters < 20_000 and res.n_iters % 10 == 0
 
 
-def test_marginals_float32_at_moderate_eps():
+@pytest.mark.parametrize("method", METHODS)
+def test_marginals_float32_at_moderate_eps(method):
     cost, _, _ = _problem(n=40, m=30, seed=2)
-    res = sinkhorn(torch.tensor(cost, dtype=torch.float32), eps=0.01, n_iters=2000)  # uniform a, b
+    res = sinkhorn(torch.tensor(cost, dtype=torch.float32), eps=0.01, n_iters=2000, method=method)  # uniform
     assert res.plan.dtype == torch.float32
     plan = res.plan.double().numpy()
     assert np.abs(plan.sum(1) - 1 / 40).max() < 1e-6
     assert np.abs(plan.sum(0) - 1 / 30).max() < 1e-6
 
 
-def test_plain_kernel_underflows_but_log_domain_works():
+@pytest.mark.parametrize("method", METHODS)
+def test_plain_kernel_underflows_but_log_domain_works(method):
     # The reason for the log domain: at eps = 1/500, exp(-C/eps) is exactly 0 in float64 for C > 1.49.
     cost, a, b = _problem(seed=3)
     cost = 1.5 + cost / 4  # cosine costs in [1.5, 2]
     assert np.exp(-cost / 0.002).max() == 0.0
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.002, n_iters=500)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.002, n_iters=500, method=method)
     assert torch.isfinite(res.plan).all() and torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
     np.testing.assert_allclose(res.plan.numpy(), _pot_plan(cost, a, b, 0.002, 500), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("eps", [1.0, 0.1, 0.01, 0.002])
 @pytest.mark.parametrize("n_iters", [1, 7, 300])
-def test_iterates_match_pot_log_sinkhorn(eps, n_iters):
+def test_iterates_match_pot_log_sinkhorn(eps, n_iters, method):
     cost, a, b = _problem(n=10, m=7, seed=4)
     plan_pot, log = _pot_plan(cost, a, b, eps, n_iters, log=True)
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=n_iters)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=n_iters, method=method)
     assert res.n_iters == n_iters
     np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(res.cost.item(), (plan_pot * cost).sum(), rtol=1e-10)
@@ -86,34 +127,39 @@ def test_iterates_match_pot_log_sinkhorn(eps, n_iters):
     np.testing.assert_allclose(res.err.item(), col_err, rtol=1e-6, atol=1e-15)
 
 
-@pytest.mark.parametrize("eps, method", [(0.5, "sinkhorn"), (0.05, "sinkhorn_log"), (0.01, "sinkhorn")])
-def test_converged_value_matches_pot_sinkhorn2(eps, method):
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("eps, pot_method", [(0.5, "sinkhorn"), (0.05, "sinkhorn_log"), (0.01, "sinkhorn")])
+def test_converged_value_matches_pot_sinkhorn2(eps, pot_method, method):
     cost, a, b = _problem(n=15, m=11, seed=5)
-    value_pot = ot.sinkhorn2(a, b, cost, eps, method=method, numItermax=100_000, stopThr=1e-13)
-    plan_pot = ot.sinkhorn(a, b, cost, eps, method=method, numItermax=100_000, stopThr=1e-13)
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-13)
+    value_pot = ot.sinkhorn2(a, b, cost, eps, method=pot_method, numItermax=100_000, stopThr=1e-13)
+    plan_pot = ot.sinkhorn(a, b, cost, eps, method=pot_method, numItermax=100_000, stopThr=1e-13)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=100_000, tol=1e-13, method=method)
     np.testing.assert_allclose(res.cost.item(), value_pot, rtol=1e-9)
     np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-7, atol=1e-12)
 
 
-def test_tol_stops_at_first_check_below_tol():
+@pytest.mark.parametrize("method", METHODS)
+def test_tol_stops_at_first_check_below_tol(method):
     cost, a, b = _problem(seed=6)
     tol, eps = 1e-6, 0.05
-    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=10_000, tol=tol, check_every=5)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=10_000, tol=tol, check_every=5, method=method)
     assert res.n_iters % 5 == 0 and res.n_iters < 10_000
     col_err = lambda k: np.abs(_pot_plan(cost, a, b, eps, k).sum(0) - b).max()  # noqa: E731
     assert col_err(res.n_iters) < tol <= col_err(res.n_iters - 5)
     assert res.err.item() < tol
 
 
-def test_fixed_iterations_without_tol():
+@pytest.mark.parametrize("method", METHODS)
+def test_fixed_iterations_without_tol(method):
     cost, _, _ = _problem(seed=7)
-    assert sinkhorn(_t(cost), eps=0.5, n_iters=37).n_iters == 37  # even though converged long before
+    res = sinkhorn(_t(cost), eps=0.5, n_iters=37, method=method)
+    assert res.n_iters == 37  # even though converged long before
 
 
-def test_identical_embeddings_cost_zero():
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_embeddings_cost_zero(method):
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    res = sinkhorn(cosine_cost(x, x), eps=0.002, n_iters=2000, tol=1e-12)
+    res = sinkhorn(cosine_cost(x, x), eps=0.002, n_iters=2000, tol=1e-12, method=method)
     assert abs(res.cost.item()) < 1e-10
     np.testing.assert_allclose(res.plan.numpy(), np.eye(16) / 16, rtol=0, atol=1e-12)
 
@@ -161,12 +207,13 @@ def test_envelope_theorem_for_the_entropic_objective():
         np.testing.assert_allclose(derivative, plan[i, j], rtol=1e-5)
 
 
-def test_autocast_bf16_input_computes_in_fp32():
+@pytest.mark.parametrize("method", METHODS)
+def test_autocast_bf16_input_computes_in_fp32(method):
     cost, a, b = _problem(n=20, m=16, seed=10)
     cost_bf16 = torch.tensor(cost, dtype=torch.bfloat16)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        res = sinkhorn(cost_bf16, eps=0.05, n_iters=200)
-        loss = entropic_ot_loss(cost_bf16.float().requires_grad_(), 0.05, n_iters=200)
+        res = sinkhorn(cost_bf16, eps=0.05, n_iters=200, method=method)
+        loss = entropic_ot_loss(cost_bf16.float().requires_grad_(), 0.05, n_iters=200, method=method)
     assert res.plan.dtype == res.cost.dtype == res.f.dtype == torch.float32 and loss.dtype == torch.float32
     exact_cost = cost_bf16.double().numpy()  # the bf16 values, exactly
     plan_pot = _pot_plan(exact_cost, np.full(20, 1 / 20), np.full(16, 1 / 16), 0.05, 200)
@@ -174,13 +221,14 @@ def test_autocast_bf16_input_computes_in_fp32():
     np.testing.assert_allclose(res.cost.item(), (plan_pot * exact_cost).sum(), rtol=1e-5)
 
 
-def test_batched_equals_per_problem_pot():
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_per_problem_pot(method):
     rng = np.random.default_rng(11)
     costs = 2 * rng.random((2, 3, 8, 6))  # leading batch dims (2, 3)
     a = rng.random((2, 3, 8)) + 0.1
     a /= a.sum(-1, keepdims=True)
     b = np.full(6, 1 / 6)  # shared by all problems
-    res = sinkhorn(_t(costs), _t(a), _t(b), eps=0.05, n_iters=40)
+    res = sinkhorn(_t(costs), _t(a), _t(b), eps=0.05, n_iters=40, method=method)
     assert res.plan.shape == (2, 3, 8, 6) and res.cost.shape == res.err.shape == (2, 3)
     assert res.f.shape == (2, 3, 8) and res.g.shape == (2, 3, 6)
     for idx in np.ndindex(2, 3):
@@ -189,20 +237,129 @@ def test_batched_equals_per_problem_pot():
         np.testing.assert_allclose(res.cost[idx].item(), (plan_pot * costs[idx]).sum(), rtol=1e-10)
 
 
+# ------------------------------------------------------------------------- stabilised solver specifics
+
+
+def test_auto_is_stabilized_and_matches_log():
+    cost, a, b = _problem(n=30, m=20, seed=17)
+    args = (_t(cost), _t(a), _t(b))
+    auto, stab, log = (sinkhorn(*args, eps=0.01, n_iters=50, method=m) for m in ("auto", "stabilized", "log"))
+    assert torch.equal(auto.plan, stab.plan)
+    np.testing.assert_allclose(stab.plan.numpy(), log.plan.numpy(), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("eps", [1.0, 0.1, 0.05, 0.01])
+@pytest.mark.parametrize("n_iters", [1, 7, 100])
+def test_iterates_match_pot_plain_sinkhorn(eps, n_iters, method):
+    # POT's default plain-kernel Sinkhorn (u starts at 1/n, not 1: the plan is the same after one
+    # iteration) computes the same iterates wherever its kernel exp(-C/eps) does not underflow.
+    cost, a, b = _problem(n=10, m=7, seed=4)
+    plan_pot = _pot_plan(cost, a, b, eps, n_iters, method="sinkhorn")
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=eps, n_iters=n_iters, method=method)
+    np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.cost.item(), (plan_pot * cost).sum(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("n_iters", [100, 500])
+def test_stabilized_where_plain_kernel_rows_underflow(n_iters, transpose, count_calls):
+    # eps = 1/500 with cosine costs in [0, 2]: a few rows (or columns) have every cost > 1.49, so their
+    # plain-kernel row is exactly 0 in float64 and plain Sinkhorn would divide by 0. The stabilised solver
+    # must match float64 log-domain POT to the same tolerance as our log-domain solver does.
+    cost = _outlier_cosine_cost(seed=18)
+    cost = cost.T.copy() if transpose else cost
+    axis = 0 if transpose else 1
+    assert (np.exp(-cost / 0.002).sum(axis) == 0).sum() == 3
+    n, m = cost.shape
+    a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+    plan_pot, log = _pot_plan(cost, a, b, 0.002, n_iters, log=True)
+    res = sinkhorn(_t(cost), eps=0.002, n_iters=n_iters, method="stabilized")
+    assert torch.isfinite(res.plan).all() and torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
+    np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.f.numpy() / 0.002 + np.log(a), log["log_u"], rtol=1e-12, atol=1e-8)
+    np.testing.assert_allclose(res.g.numpy() / 0.002 + np.log(b), log["log_v"], rtol=1e-12, atol=1e-8)
+    # An outlier row defeats the one-exp-pass start on CPU, so that half-step was redone in the log domain.
+    assert count_calls["exact_row_update"] == (0 if transpose else 1)
+
+    # float32 (range 2^+-126): the scalings outgrow their range at this eps and get absorbed.
+    count_calls["absorb"] = 0
+    cost32 = torch.tensor(cost, dtype=torch.float32)
+    plan_pot32 = _pot_plan(cost32.double().numpy(), a, b, 0.002, n_iters)  # the float32 costs, exactly
+    res32 = sinkhorn(cost32, eps=0.002, n_iters=n_iters, method="stabilized")
+    np.testing.assert_allclose(res32.plan.double().numpy(), plan_pot32, rtol=0, atol=2e-7)
+    assert count_calls["absorb"] >= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stabilized_random_cosine_costs_small_eps(seed, count_calls):
+    # OT-GAN's regime: random cosine costs at eps = 0.002, float64 and float32 against float64 POT.
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(48, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(40, 6, generator=gen, dtype=torch.float64) + 0.3
+    cost = cosine_cost(x, y)
+    assert cost.max() > 1.49  # entries whose plain kernel underflows
+    a, b = np.full(48, 1 / 48), np.full(40, 1 / 40)
+    for n_iters in (100, 500):
+        plan_pot = _pot_plan(cost.numpy(), a, b, 0.002, n_iters)
+        res = sinkhorn(cost, eps=0.002, n_iters=n_iters)
+        np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
+        cost32 = cost.float()
+        plan_pot32 = _pot_plan(cost32.double().numpy(), a, b, 0.002, n_iters)  # the float32 costs, exactly
+        res32 = sinkhorn(cost32, eps=0.002, n_iters=n_iters)
+        assert res32.plan.dtype == torch.float32
+        np.testing.assert_allclose(res32.plan.double().numpy(), plan_pot32, rtol=0, atol=2e-7)
+    assert count_calls["absorb"] >= 1  # float32's narrow range forces absorptions at this eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("eps", [0.05, 0.002])
+def test_accelerator_code_path_on_cpu(eps, dtype, device_loop_on_cpu, count_calls):
+    # The torch loop used off-CPU: exact first iteration, unconditional absorptions on a fixed cadence.
+    cost = _outlier_cosine_cost(n=20, m=16, n_out=2, seed=19)
+    n, m = cost.shape
+    cost_in = torch.tensor(cost, dtype=dtype)
+    exact = cost_in.double().numpy()
+    plan_pot = _pot_plan(exact, np.full(n, 1 / n), np.full(m, 1 / m), eps, 60)
+    res = sinkhorn(cost_in, eps=eps, n_iters=60)
+    atol = 1e-14 if dtype == torch.float64 else 2e-7
+    np.testing.assert_allclose(res.plan.double().numpy(), plan_pot, rtol=1e-9 if atol < 1e-10 else 0, atol=atol)
+    beta = math.log2(20)  # growth bound for uniform marginals: every floor(limit / beta) iterations
+    every = int(sinkhorn_module._STAB_LIMIT[dtype] / beta)
+    assert count_calls["absorb"] == len(range(1 + every, 60, every))
+    # tol: the error is read every check_every iterations (the only host reads of that path)
+    res_tol = sinkhorn(cost_in, eps=eps, n_iters=10_000, tol=1e-4, check_every=5)
+    assert res_tol.n_iters % 5 == 0 and res_tol.n_iters < 10_000 and res_tol.err.item() < 1e-4
+
+
+@pytest.mark.parametrize("absorb_every", [1, 7])
+def test_fixed_absorption_cadence(absorb_every, count_calls):
+    cost, a, b = _problem(n=12, m=9, seed=20)
+    plan_pot = _pot_plan(cost, a, b, 0.01, 50)
+    res = sinkhorn(_t(cost), _t(a), _t(b), eps=0.01, n_iters=50, absorb_every=absorb_every)
+    np.testing.assert_allclose(res.plan.numpy(), plan_pot, rtol=1e-9, atol=1e-14)
+    assert count_calls["absorb"] == len(range(1, 50, absorb_every))
+
+
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError):
         sinkhorn(torch.rand(3, 3), eps=0.0)
     with pytest.raises(ValueError):
         sinkhorn(torch.rand(3, 3), eps=0.1, n_iters=0)
+    with pytest.raises(ValueError):
+        sinkhorn(torch.rand(3, 3), eps=0.1, method="plain")
+    with pytest.raises(ValueError):
+        sinkhorn(torch.rand(3, 3), eps=0.1, absorb_every=0)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_no_host_sync_without_tol_on_cuda():
+@pytest.mark.parametrize("method", METHODS)
+def test_no_host_sync_without_tol_on_cuda(method):
     cost = torch.rand(4, 64, 48, device="cuda")
     torch.cuda.set_sync_debug_mode("error")
     try:
-        res = sinkhorn(cost, eps=0.01, n_iters=50)
+        res = sinkhorn(cost, eps=0.01, n_iters=50, method=method)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     plan_pot = _pot_plan(cost[0].double().cpu().numpy(), np.full(64, 1 / 64), np.full(48, 1 / 48), 0.01, 50)

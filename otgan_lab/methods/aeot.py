@@ -177,8 +177,8 @@ class AEOT(AutoEncoderMethod):
                 codes = self.ot_codes[power_cell_argmax(source, self.ot_codes, self.ot_heights)]
             return denormalize_codes(codes, CodeStats(self.code_shift, self.code_scale))
 
-    def prior(self, n: int) -> torch.Tensor:
-        return self.extended_codes(n)
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.extended_codes(n, generator=generator)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the OT buffers' length is the number of codes: take it from the checkpoint before copying

@@ -51,20 +51,23 @@ from torch import Tensor
 # reported at that floor instead of their smaller true value.)
 _LOG2_FLOOR = -100.0
 
-# Stabilised solver. All exponents are base 2, K = 2^(F_i + G_j - C_ij / (eps ln 2)) with F, G in bits.
-# * After an absorption K is the current plan (entries <= the total mass, 1 for OT-GAN). Exponents are
-#   clamped to a floor at which 2^floor is still a normal number (float64 / float32: -1000 / -126), so no
-#   mat-vec ever meets a subnormal; an entry below the floor is reported at 2^floor * s_i * t_j, at most
-#   2^(floor + 2 * limit), i.e. < 2^-700 (float64) or < 2^-60 (float32): far below either precision.
-# * A scaling s_i or t_j outside [2^-limit, 2^limit] triggers an absorption at the next check. One
-#   iteration multiplies a scaling by a factor in [min(a, b), 1 / min(a, b)] (for unit mass: the row
-#   or column mass of the plan lies between a_i min(b) and 1), so growth between checks stays far below
-#   the exponent range (+-1022 / +-126).
-# * The first row half-step keeps terms down to 2^(-kernel_floor_rel) of each row's largest: K starts
-#   from that half-step's powers.
+# Stabilised solver. Exponents are base 2: K_ij = 2^(F_i + G_j - C_ij / (eps ln 2)), F and G in bits, and
+# the plan is P = diag(s) K diag(t).
+# * K's exponents are clamped at _STAB_FLOOR, where 2^floor is still a normal number, so no mat-vec meets
+#   a subnormal; an entry below the floor is reported as 2^floor * s_i * t_j instead of its smaller value.
+# * The scalings are kept within [2^-limit, 2^limit] (limit = _STAB_LIMIT). That bounds the floor's effect
+#   on any plan entry by 2^(floor + 2 limit): 2^-488 (float64) or 2^-62 (float32), far below either
+#   precision. Right after an absorption K is the plan (rows sum to a_i, so a row holds an entry >= a_i / m),
+#   so row and column products of K with scalings in that range cannot underflow either.
+# * One iteration moves a log2-scaling by at most `beta` bits (see _growth_bits), so the range is enforced
+#   without reading it every iteration.
+# * On CPU, iteration 1 first tries plain scaling against K = 2^(kappa C + G0), G0 = -min_i kappa C_ij
+#   (one exp pass, column maxima 1, so the column update is exact). Its row update is exact to 2^-valid
+#   unless a row's entries all lie within 2^valid of the floor (a row that would underflow in the plain
+#   kernel): then that half-step is redone in the log domain.
 _STAB_FLOOR = {torch.float64: -1000.0, torch.float32: -126.0}
-_STAB_LIMIT = {torch.float64: 128.0, torch.float32: 32.0}
-_STAB_FLOOR_REL = {torch.float64: -900.0, torch.float32: -100.0}
+_STAB_LIMIT = {torch.float64: 256.0, torch.float32: 32.0}
+_STAB_VALID = {torch.float64: 64.0, torch.float32: 32.0}
 
 
 class SinkhornResult(NamedTuple):
@@ -135,6 +138,60 @@ def _solve_log(cost: Tensor, log2_a: Tensor, log2_b: Tensor, eps: float, n_iters
     return plan, u, v, done
 
 
+def _growth_bits(a: Tensor, b: Tensor, uniform: bool) -> float:
+    """Upper bound, in bits, on how far one iteration moves any log2-scaling (one host read unless uniform).
+
+    After a row update (rows sum to a) a column of the plan holds at least min(a) * b_j of mass (the row
+    update scaled every row of the column-updated plan, whose rows hold at most the total mass M, by at
+    least a_i / M) and at most M, so the next column update's factor b_j / mass_j lies in
+    [b_j / M, M / min(a)]; symmetrically for rows. Hence beta = log2(M / min(min a, min b)), for uniform
+    marginals log2(max(n, m)).
+    """
+    if uniform:
+        return math.log2(max(a.shape[-1], b.shape[-1]))
+    ratio = a.sum(-1) / torch.minimum(a.amin(-1), b.amin(-1))
+    return math.log2(max(float(ratio.amax()), 2.0))
+
+
+class _StabilizedKernel:
+    """K = 2^(kappa C + F + G) (B, n, m) in one buffer, with its log-domain potentials F (B, n), G (B, m)."""
+
+    def __init__(self, cost: Tensor, eps: float):
+        self.cost = cost
+        self.kappa = -1.0 / (eps * math.log(2.0))  # log2 of the plain kernel = kappa * C
+        self.floor = _STAB_FLOOR[cost.dtype]
+        self.k = torch.empty_like(cost)  # the one (B, n, m) buffer besides the cost
+        self.f = self.g = None
+
+    def exact_first_iteration(self, log2_a: Tensor, log2_b: Tensor) -> None:
+        """Iteration 1 in the log domain (as _solve_log from u = 0); afterwards K is the plan.
+
+        Its rows sum to a and a column holds at least min(a) * b_j (see _growth_bits), so no row or column
+        of K is empty however small eps is.
+        """
+        top, total = _exp2_shifted(self.cost, torch.zeros_like(log2_a).unsqueeze(-1), -2, self.k, alpha=self.kappa)
+        self.exact_row_update(log2_a, log2_b - top - total.log2())
+
+    def exact_row_update(self, log2_a: Tensor, g: Tensor) -> None:
+        """Log-domain row update after the column potential ``g``: F, G = (u, g) and K = the plan."""
+        top, total = _exp2_shifted(self.cost, g.unsqueeze(-2), -1, self.k, self.floor, self.kappa)
+        self.f, self.g = log2_a - top - total.log2(), g
+        self.k.mul_(torch.exp2(self.f + top).unsqueeze(-1)).clamp_min_(2.0**self.floor)
+
+    def column_scaled(self) -> None:
+        """K = 2^(kappa C + G0) with G0 = -max_i kappa C_ij (each column's largest entry 1), F = 0."""
+        self.f = torch.zeros_like(self.cost[..., 0])
+        self.g = self.cost.amin(-2) * -self.kappa
+        torch.add(self.g.unsqueeze(-2), self.cost, alpha=self.kappa, out=self.k)
+        self.k.clamp_min_(self.floor).exp2_()
+
+    def absorb(self, s: Tensor, t: Tensor) -> None:
+        """F += log2 s, G += log2 t and K recomputed (one exp pass): afterwards K is the plan."""
+        self.f, self.g = self.f + s.log2(), self.g + t.log2()
+        torch.add(self.f.unsqueeze(-1), self.cost, alpha=self.kappa, out=self.k)
+        self.k.add_(self.g.unsqueeze(-2)).clamp_min_(self.floor).exp2_()
+
+
 def _solve_stabilized(
     cost: Tensor,
     log2_a: Tensor,
@@ -143,87 +200,101 @@ def _solve_stabilized(
     n_iters: int,
     tol,
     check_every: int,
-    absorb_every: int,
+    absorb_every: int | None,
+    uniform: bool,
 ):
-    """Log-stabilised scaling Sinkhorn. Returns (plan, u, v, iterations) like :func:`_solve_log`.
-
-    On CPU the scalings are absorbed only when one left [2^-limit, 2^limit] (checked every
-    ``absorb_every`` iterations; reading the check is free there), and the mat-vecs run through numpy's
-    BLAS on zero-copy views. On other devices the scalings are absorbed unconditionally every
-    ``absorb_every`` iterations, so nothing waits on the device unless ``tol`` is set.
-    """
-    dtype = cost.dtype
-    kappa = -1.0 / (eps * math.log(2.0))  # log2 K = kappa * C + F + G
-    kernel = torch.empty_like(cost)  # the one (B, n, m) buffer besides the cost
-
-    # Iteration 1, exactly in the log domain (as _solve_log from u = 0): K = the plan after it, whose rows
-    # sum to a and whose columns hold at least min(a) * b (each row was scaled up by >= a_i), so no row or
-    # column of K is empty however small eps is.
-    top, total = _exp2_shifted(cost, torch.zeros_like(log2_a).unsqueeze(-1), -2, kernel, alpha=kappa)
-    big_g = log2_b - top - total.log2()  # (B, m), bits
-    top, total = _exp2_shifted(cost, big_g.unsqueeze(-2), -1, kernel, _STAB_FLOOR_REL[dtype], kappa)
-    big_f = log2_a - top - total.log2()  # (B, n), bits
-    kernel.mul_(torch.exp2(big_f + top).unsqueeze(-1))
-
-    floor, limit = _STAB_FLOOR[dtype], _STAB_LIMIT[dtype]
-
-    def absorb(s: Tensor, t: Tensor) -> None:  # F += log2 s, G += log2 t, K <- 2^(kappa C + F + G)
-        nonlocal big_f, big_g
-        big_f, big_g = big_f + s.log2(), big_g + t.log2()
-        torch.add(big_f.unsqueeze(-1), cost, alpha=kappa, out=kernel)
-        kernel.add_(big_g.unsqueeze(-2)).clamp_min_(floor).exp2_()
-
+    """Log-stabilised scaling Sinkhorn. Returns (plan, u, v, iterations) like :func:`_solve_log`."""
+    kernel = _StabilizedKernel(cost, eps)
     a, b = log2_a.exp2(), log2_b.exp2()
-    scale = _scale_cpu if cost.device.type == "cpu" else _scale_device
-    s, t, done = scale(kernel, a, b, n_iters, tol, check_every, absorb_every, 2.0**limit, absorb)
-    plan = kernel.mul_(s.unsqueeze(-1)).mul_(t.unsqueeze(-2))  # (B, n, m), reuses the kernel buffer
-    return plan, big_f + s.log2(), big_g + t.log2(), done
+    # schedule: (beta, limit) keeps the scalings within 2^+-limit; (None, k) absorbs every k iterations
+    if absorb_every is None:
+        schedule = (_growth_bits(a, b, uniform), _STAB_LIMIT[cost.dtype])
+    else:
+        schedule = (None, absorb_every)
+    iterate = _iterate_cpu if cost.device.type == "cpu" else _iterate_device
+    s, t, done = iterate(kernel, log2_a, log2_b, a, b, n_iters, tol, check_every, schedule)
+    plan = kernel.k.mul_(s.unsqueeze(-1)).mul_(t.unsqueeze(-2))  # (B, n, m), reuses the kernel buffer
+    return plan, kernel.f + s.log2(), kernel.g + t.log2(), done
 
 
-def _scale_cpu(kernel, a, b, n_iters, tol, check_every, absorb_every, hi, absorb):
-    """Iterations 2..n_iters of plain scaling on ``kernel`` (B, n, m); P = diag(s) K diag(t).
+def _iterate_cpu(kernel: _StabilizedKernel, log2_a, log2_b, a, b, n_iters, tol, check_every, schedule):
+    """Iterations 1..n_iters on CPU; returns the scalings (s, t) and the iterations run.
 
-    numpy views share memory with the tensors (``absorb`` rewrites ``kernel`` in place). numpy's BLAS is
-    used because torch's CPU mat-vec is slower on CPUs MKL does not tune for (1.5x on AMD EPYC for one
-    problem) and torch.bmm with a vector operand is 5-20x slower for batched problems.
+    Reading a CPU tensor costs no synchronisation, so the automatic schedule reads the scalings' range
+    only when ``beta`` bits per iteration could have taken it past ``limit`` and absorbs only if one
+    more iteration could. The mat-vecs run on numpy views of the tensors (``absorb`` rewrites the kernel
+    in place): numpy's BLAS mat-vec beat torch's by 1.5x on an AMD EPYC (MKL is not tuned for it), and
+    torch.bmm with a vector operand was 5-20x slower for batched problems.
     """
-    k_np, a_np, b_np = kernel.numpy(), a.numpy(), b.numpy()
-    s, t = np.ones_like(a_np), np.ones_like(b_np)
-    kts, kt = np.empty_like(b_np), np.empty_like(a_np)
-    lo = 1.0 / hi
-    done = 1
-    while done < n_iters:
-        np.matmul(s[:, None, :], k_np, out=kts[:, None, :])  # (B, m); P^T 1 = t * kts
+    beta, limit = schedule
+    dtype = kernel.cost.dtype
+    k_np, a_np, b_np = kernel.k.numpy(), a.numpy(), b.numpy()
+
+    # Iteration 1 by plain scaling against the column-scaled kernel, F = 0 (one exp pass), redone in the
+    # log domain if a row's mass could be distorted by the floor (rows far from every column's minimum).
+    kernel.column_scaled()
+    kts = k_np.sum(-2)  # (B, m) column sums >= 1
+    t = b_np / kts
+    kt = np.matmul(k_np, t[:, :, None])[:, :, 0]
+    s = a_np / kt
+    if not (kt >= 2.0 ** (kernel.floor + _STAB_VALID[dtype]) * t.sum(-1, keepdims=True)).all():
+        kernel.exact_row_update(log2_a, kernel.g + torch.from_numpy(t).log2())
+        s.fill(1.0)
+        t.fill(1.0)
+
+    def steps(bits: float) -> int:  # iterations until the range must be looked at again
+        return limit if beta is None else max(1, int((limit - bits) / beta))
+
+    # Operand views for the mat-vecs, made once (s, t, kts, kt are only ever updated in place); one problem
+    # goes through plain 2-D BLAS mat-vecs.
+    if k_np.shape[0] == 1:
+        col_args, row_args = (s[0], k_np[0], kts[0]), (k_np[0], t[0], kt[0])
+    else:
+        col_args, row_args = (s[:, None, :], k_np, kts[:, None, :]), (k_np, t[:, :, None], kt[:, :, None])
+    done, next_absorb = 1, 1  # look at the range right away
+    while True:
+        if done == next_absorb and done < n_iters:
+            bits = 0.0
+            if beta is not None:
+                bits = math.log2(max(s.max(), t.max(), 1.0 / s.min(), 1.0 / t.min()))
+            if beta is None or bits + beta > limit:
+                kernel.absorb(torch.from_numpy(s), torch.from_numpy(t))
+                s.fill(1.0)
+                t.fill(1.0)
+                bits = 0.0
+            next_absorb = done + steps(bits)
+        if done >= n_iters:
+            break
+        np.matmul(col_args[0], col_args[1], out=col_args[2])  # kts = K^T s, (B, m); P^T 1 = t * kts
         if tol is not None and done % check_every == 0:
             if (np.abs(t * kts - b_np).max(-1) < tol).all():
                 break
         np.divide(b_np, kts, out=t)  # column update
-        np.matmul(k_np, t[:, :, None], out=kt[:, :, None])
+        np.matmul(row_args[0], row_args[1], out=row_args[2])  # kt = K t, (B, n)
         np.divide(a_np, kt, out=s)  # row update
         done += 1
-        if done % absorb_every == 0 and done < n_iters:
-            if s.max() > hi or t.max() > hi or s.min() < lo or t.min() < lo:
-                absorb(torch.from_numpy(s), torch.from_numpy(t))
-                s.fill(1.0)
-                t.fill(1.0)
     return torch.from_numpy(s), torch.from_numpy(t), done
 
 
-def _scale_device(kernel, a, b, n_iters, tol, check_every, absorb_every, hi, absorb):
-    """As :func:`_scale_cpu` with torch ops, absorbing unconditionally (no host sync unless ``tol``)."""
-    del hi  # the range is not checked: that would need a host sync
+def _iterate_device(kernel: _StabilizedKernel, log2_a, log2_b, a, b, n_iters, tol, check_every, schedule):
+    """As :func:`_iterate_cpu` with torch ops and no host sync unless ``tol``: iteration 1 is always
+    exact in the log domain, and the automatic schedule absorbs unconditionally every floor(limit / beta)
+    iterations, which keeps the scalings in range without reading them."""
+    beta, limit = schedule
+    every = limit if beta is None else max(1, int(limit / beta))
+    kernel.exact_first_iteration(log2_a, log2_b)
     s, t = torch.ones_like(a), torch.ones_like(b)
     done = 1
     while done < n_iters:
-        kts = torch.bmm(s.unsqueeze(-2), kernel).squeeze(-2)  # (B, m); P^T 1 = t * kts
+        kts = torch.bmm(s.unsqueeze(-2), kernel.k).squeeze(-2)  # (B, m); P^T 1 = t * kts
         if tol is not None and done % check_every == 0:
             if bool(((t * kts - b).abs().amax(-1) < tol).all()):  # the only host sync
                 break
         t = b / kts  # column update
-        s = a / torch.bmm(kernel, t.unsqueeze(-1)).squeeze(-1)  # row update
+        s = a / torch.bmm(kernel.k, t.unsqueeze(-1)).squeeze(-1)  # row update
         done += 1
-        if done % absorb_every == 0 and done < n_iters:
-            absorb(s, t)
+        if (done - 1) % every == 0 and done < n_iters:
+            kernel.absorb(s, t)
             s, t = torch.ones_like(s), torch.ones_like(t)
     return s, t, done
 
@@ -238,7 +309,7 @@ def sinkhorn(
     tol: float | None = None,
     check_every: int = 10,
     method: str = "auto",
-    absorb_every: int = 10,
+    absorb_every: int | None = None,
 ) -> SinkhornResult:
     """Entropic OT between ``a`` and ``b`` for ``cost`` (..., n, m) by robust (log-stabilised) Sinkhorn.
 
@@ -255,8 +326,12 @@ def sinkhorn(
         method: "stabilized" (log-stabilised scaling, two mat-vecs per iteration), "log" (log-sum-exp
             half-steps, two exp passes per iteration) or "auto" (= "stabilized"). Both compute the same
             iterates; they differ only in rounding.
-        absorb_every: "stabilized" only: iterations between two absorption points. On CPU the scalings
-            are absorbed there only if one left its safe range; on other devices always (no host sync).
+        absorb_every: "stabilized" only. None: absorb the scalings into the potentials only as often as
+            needed to keep them in a safe range, using a bound on their growth per iteration (on CPU
+            their range is read when the bound could have been reached; on other devices, where that
+            would sync, absorption is unconditional every floor(limit / bound) iterations; non-uniform
+            ``a``/``b`` cost one host read for the bound). An int: absorb unconditionally every
+            ``absorb_every`` iterations, the caller vouching that the scalings stay in range.
 
     Returns:
         SinkhornResult; no tensor in it requires grad. After the last (row) update ``P 1 = a`` to
@@ -266,8 +341,8 @@ def sinkhorn(
         raise ValueError(f"eps must be positive, got {eps}")
     if n_iters < 1 or check_every < 1:
         raise ValueError("n_iters and check_every must be >= 1")
-    if absorb_every < 1:
-        raise ValueError("absorb_every must be >= 1")
+    if absorb_every is not None and absorb_every < 1:
+        raise ValueError("absorb_every must be None or >= 1")
     if method not in ("auto", "stabilized", "log"):
         raise ValueError(f"method must be 'auto', 'stabilized' or 'log', got {method!r}")
     if cost.dim() < 2:
@@ -292,6 +367,7 @@ def sinkhorn(
                 tol,
                 check_every,
                 absorb_every,
+                uniform=a is None and b is None,
             )
         err = torch.maximum(
             (plan.sum(-1) - log2_a.exp2()).abs().amax(-1), (plan.sum(-2) - log2_b.exp2()).abs().amax(-1)
