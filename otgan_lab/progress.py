@@ -16,8 +16,8 @@ from rich.progress import (
 )
 
 
-def _fmt(scalars: dict[str, float], limit: int = 4) -> str:
-    return "  ".join(f"{k}={v:.4g}" for k, v in list(scalars.items())[:limit])
+def _fmt(scalars: dict[str, float], limit: int = 3) -> str:
+    return " ".join(f"{k.replace('_loss', '')}={v:.3g}" for k, v in list(scalars.items())[:limit])
 
 
 class ProgressReporter:
@@ -28,7 +28,7 @@ class ProgressReporter:
         self._bar = None
         if self.interactive:
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 TextColumn("{task.fields[losses]}"), console=Console(), transient=False,
             )
@@ -53,8 +53,8 @@ class ProgressReporter:
             self._bar.update(self._task, completed=step, rate=f"{rate:.1f} it/s", losses=_fmt(scalars))
         else:
             eta = (self.total - step) / rate if rate > 0 else float("nan")
-            print(f"[{self.description}] step {step}/{self.total}  {rate:.1f} it/s  eta {eta:.0f}s  {_fmt(scalars, 8)}",
-                  flush=True)
+            losses = "  ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+            print(f"[{self.description}] step {step}/{self.total}  {rate:.1f} it/s  eta {eta:.0f}s  {losses}", flush=True)
 
     def message(self, text: str) -> None:
         (self._bar.console.print if self._bar is not None else print)(text)

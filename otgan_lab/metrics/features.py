@@ -191,10 +191,14 @@ def lenet_backbone(
 
 # -------------------------------------------------------------------------------------------- Inception
 def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Path:
-    """Locate pytorch-fid's FID Inception weights: explicit path, then $OTLAB_INCEPTION_WEIGHTS, then the
-    torch hub checkpoints folder (where pytorch-fid itself caches the file). Raises if absent."""
+    """Locate pytorch-fid's FID Inception weights: the explicit ``weights_path`` (authoritative when given),
+    else $OTLAB_INCEPTION_WEIGHTS, then the torch hub checkpoints folder (where pytorch-fid itself caches
+    the file). Raises ``InceptionWeightsMissing`` if absent."""
     hub_path = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
-    candidates = [Path(p) for p in (weights_path, os.environ.get(FID_WEIGHTS_ENV)) if p] + [hub_path]
+    if weights_path:
+        candidates = [Path(weights_path)]
+    else:
+        candidates = [Path(p) for p in (os.environ.get(FID_WEIGHTS_ENV),) if p] + [hub_path]
     for path in candidates:
         if path.is_file():
             return path
@@ -287,8 +291,8 @@ def inception_backbone(
 ) -> FeatureExtractor:
     """pytorch-fid's Inception pool3 extractor (2048-d).
 
-    ``allow_random_weights=True`` builds the same network with random weights when (and only when) the
-    weights file is missing; for wiring tests. Its ``weights_hash`` is ``'random<seed>'`` so its features
+    ``allow_random_weights=True`` builds the same network with random (He-initialised, seeded) weights when
+    (and only when) the weights file is missing; for wiring tests and throughput benchmarks. Its ``weights_hash`` is ``'random<seed>'`` so its features
     can never be mistaken for FID features in a cache or a record.
     """
     try:
@@ -299,6 +303,11 @@ def inception_backbone(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             network = _build_pytorch_fid_inception(None)
+            # Default conv init shrinks activations ~6x per layer (pool3 ends up ~1e-7); He init keeps them
+            # O(1), so a random-weight FID is a usable end-to-end smoke signal rather than ~0.
+            for module in network.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         weights_hash = f"random{seed}"
     else:
         digest = _file_sha256(path)

@@ -10,7 +10,7 @@
 
 Balls are closed (distance <= radius), as in Kynkäänniemi et al.; Naeem et al.'s code uses strict <, which
 differs only on exact ties (duplicated samples). Distances are Euclidean and computed ``chunk_size`` rows
-at a time, so memory is O(chunk_size × N) rather than O(N²). Default k = 5 (both papers' recommendation for
+at a time, so memory is O(chunk_size × N) rather than O(N²). Default k = 5 (Naeem et al.'s choice for
 density/coverage; Kynkäänniemi et al. use k = 3 — pass k explicitly to match them).
 """
 
