@@ -11,12 +11,11 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 
-def _fmt(scalars: dict[str, float], limit: int = 3) -> str:
+def _fmt(scalars: dict[str, float], limit: int = 2) -> str:
     return " ".join(f"{k.replace('_loss', '')}={v:.3g}" for k, v in list(scalars.items())[:limit])
 
 
@@ -29,7 +28,7 @@ class ProgressReporter:
         if self.interactive:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
                 TextColumn("{task.fields[losses]}"), console=Console(), transient=False,
             )
             self._task = self._bar.add_task(description, total=total, completed=start, rate="", losses="")

@@ -230,18 +230,20 @@ def _iterate_cpu(kernel: _StabilizedKernel, log2_a, log2_b, a, b, n_iters, tol, 
     beta, limit = schedule
     dtype = kernel.cost.dtype
     k_np, a_np, b_np = kernel.k.numpy(), a.numpy(), b.numpy()
+    n = a_np.shape[-1]
+    scalings = np.empty((a_np.shape[0], n + b_np.shape[-1]), dtype=a_np.dtype)
+    s, t = scalings[:, :n], scalings[:, n:]  # one buffer: their range is read with two reductions
 
     # Iteration 1 by plain scaling against the column-scaled kernel, F = 0 (one exp pass), redone in the
     # log domain if a row's mass could be distorted by the floor (rows far from every column's minimum).
     kernel.column_scaled()
     kts = k_np.sum(-2)  # (B, m) column sums >= 1
-    t = b_np / kts
+    np.divide(b_np, kts, out=t)
     kt = np.matmul(k_np, t[:, :, None])[:, :, 0]
-    s = a_np / kt
+    np.divide(a_np, kt, out=s)
     if not (kt >= 2.0 ** (kernel.floor + _STAB_VALID[dtype]) * t.sum(-1, keepdims=True)).all():
         kernel.exact_row_update(log2_a, kernel.g + torch.from_numpy(t).log2())
-        s.fill(1.0)
-        t.fill(1.0)
+        scalings.fill(1.0)
 
     def steps(bits: float) -> int:  # iterations until the range must be looked at again
         return limit if beta is None else max(1, int((limit - bits) / beta))
@@ -252,16 +254,16 @@ def _iterate_cpu(kernel: _StabilizedKernel, log2_a, log2_b, a, b, n_iters, tol, 
         col_args, row_args = (s[0], k_np[0], kts[0]), (k_np[0], t[0], kt[0])
     else:
         col_args, row_args = (s[:, None, :], k_np, kts[:, None, :]), (k_np, t[:, :, None], kt[:, :, None])
+    largest, smallest = np.maximum.reduce, np.minimum.reduce
     done, next_absorb = 1, 1  # look at the range right away
     while True:
         if done == next_absorb and done < n_iters:
             bits = 0.0
             if beta is not None:
-                bits = math.log2(max(s.max(), t.max(), 1.0 / s.min(), 1.0 / t.min()))
+                bits = math.log2(max(largest(scalings, None), 1.0 / smallest(scalings, None)))
             if beta is None or bits + beta > limit:
                 kernel.absorb(torch.from_numpy(s), torch.from_numpy(t))
-                s.fill(1.0)
-                t.fill(1.0)
+                scalings.fill(1.0)
                 bits = 0.0
             next_absorb = done + steps(bits)
         if done >= n_iters:
