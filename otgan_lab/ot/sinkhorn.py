@@ -160,7 +160,7 @@ class _StabilizedKernel:
         self.cost = cost
         self.kappa = -1.0 / (eps * math.log(2.0))  # log2 of the plain kernel = kappa * C
         self.floor = _STAB_FLOOR[cost.dtype]
-        self.k = torch.empty_like(cost)  # the one (B, n, m) buffer besides the cost
+        self.k = torch.empty(cost.shape, dtype=cost.dtype, device=cost.device)  # the one (B, n, m) buffer
         self.f = self.g = None
 
     def exact_first_iteration(self, log2_a: Tensor, log2_b: Tensor) -> None:
@@ -240,7 +240,8 @@ def _iterate_cpu(kernel: _StabilizedKernel, log2_a, log2_b, a, b, n_iters, tol, 
     kts = k_np.sum(-2)  # (B, m) column sums >= 1
     np.divide(b_np, kts, out=t)
     kt = np.matmul(k_np, t[:, :, None])[:, :, 0]
-    np.divide(a_np, kt, out=s)
+    with np.errstate(divide="ignore", over="ignore"):  # such a row is redone just below
+        np.divide(a_np, kt, out=s)
     if not (kt >= 2.0 ** (kernel.floor + _STAB_VALID[dtype]) * t.sum(-1, keepdims=True)).all():
         kernel.exact_row_update(log2_a, kernel.g + torch.from_numpy(t).log2())
         scalings.fill(1.0)
