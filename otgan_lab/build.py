@@ -143,6 +143,6 @@ def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_t
 def build_evaluator(cfg: DictConfig, data: DeviceDataset, sampler, out_dir: Path, logger: Logger | None,
                     primary: bool = True) -> Evaluator:
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
-    suites = {k: v or {} for k, v in metrics.items() if k != "n_samples"}
+    suites = {k: v or {} for k, v in metrics.items() if k not in ("n_samples", "primary")}
     return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir, logger=logger,
                      primary=primary)

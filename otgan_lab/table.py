@@ -417,12 +417,16 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
     return rows
 
 
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _label_rows(rows: list[Row], by: Sequence[str] | None) -> None:
     """A short 'variant' for each row: what tells its group apart from others of the same method."""
     if by:
         for row in rows:
             m = row.measurements[0]
-            row.variant = ", ".join(f"{k}={field_value(m, k)}" for k in by
+            row.variant = ", ".join(f"{'.'.join(k.split('.')[-2:])}={_short(field_value(m, k))}" for k in by
                                     if k not in ("method", "sampler", "dataset", "model"))
         return
     families: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
@@ -437,7 +441,7 @@ def _label_rows(rows: list[Row], by: Sequence[str] | None) -> None:
             continue
         keys = sorted({k for c in configs.values() for k in c})
         differing = [k for k in keys if len({_json_key(c.get(k)) for c in configs.values()}) > 1]
-        shown = [f"{'.'.join(k.split('.')[-2:])}={row.config.get(k)}" for k in differing[:4]]
+        shown = [f"{'.'.join(k.split('.')[-2:])}={_short(row.config.get(k))}" for k in differing[:4]]
         row.variant = ", ".join(shown) + (f", +{len(differing) - 4} more" if len(differing) > 4 else "")
 
 
@@ -533,6 +537,10 @@ def compare_with_report(rows: Sequence[Row], report: Report) -> ReportComparison
         usable = [(rrow, _published_score(rrow, goal), _our_score(ours)) for rrow, ours in pairs]
         usable = [(rrow, p, o) for rrow, p, o in usable if p is not None and o is not None and not math.isnan(o)]
         name = f"{table}: " if table else ""
+        protocols = sorted({r.protocol_id for _, ours in pairs for r in ours if r.protocol_id})
+        if len(protocols) > 1:
+            verdicts.append(f"{name}our matched rows were measured under {len(protocols)} protocols "
+                            f"({', '.join(protocols)}); orderings across them are not like for like.")
         if len(usable) < 2:
             verdicts.append(f"{name}fewer than two rows have both a published value and ours "
                             f"({len(usable)} of {len(pairs)}); no ordering to compare.")
@@ -558,10 +566,6 @@ def compare_with_report(rows: Sequence[Row], report: Report) -> ReportComparison
         verdicts.append(f"{name}our ordering of the {n} rows {word} with {kind}: Kendall tau = {tau:.2f}; "
                         f"{len(swapped)} of {n * (n - 1) // 2} pairs swapped" + (f": {listed}{more}." if swapped
                                                                                    else "."))
-    protocols = {r.protocol_id for _, ours in matches for r in ours if r.protocol_id}
-    if len(protocols) > 1:
-        verdicts.append(f"our matched rows were measured under {len(protocols)} protocols "
-                        f"({', '.join(sorted(protocols))}); orderings across them are not like for like.")
     return ReportComparison(report, matches, verdicts)
 
 

@@ -143,8 +143,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     console = Console(stderr=True, soft_wrap=True)
     try:
+        primary = cfg.metrics.get("primary")
         record = run(cfg, hc.runtime.output_dir, group=Path(hc.sweep.dir).name if multirun else None,
-                     overrides=list(hc.overrides.task))
+                     overrides=list(hc.overrides.task), primary_metric=primary)
     except build.ConfigError as exc:
         console.print(f"[bold red]otlab train:[/] {exc}")
         if multirun:
@@ -158,8 +159,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     Console().print(_summary(record))
     if record["status"] == "interrupted":
         sys.exit(130)
-    metrics = record.get("metrics", {})
-    return next((float(v) for v in metrics.values() if isinstance(v, (int, float))), None)
+    value = record.get("metrics", {}).get(primary) if primary else None
+    return float(value) if isinstance(value, (int, float)) else None  # the sweeper's objective
 
 
 def main() -> None:
