@@ -17,7 +17,7 @@ import torch
 
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.loggers import Logger
-from otgan_lab.metrics.images import class_metrics, image_metrics, image_protocol
+from otgan_lab.metrics.images import class_metrics, image_metrics, image_protocol, stacked_modes
 from otgan_lab.metrics.points2d import points2d_metrics
 from otgan_lab.viz import image_grid, save_png, scatter_plot
 
@@ -31,7 +31,8 @@ def _points2d(fake: torch.Tensor, data: DeviceDataset, **params) -> dict[str, fl
     return points2d_metrics(fake, real, data.meta["centres"], data.meta["std"], **params)
 
 
-SUITES: dict[str, Suite] = {"points2d": _points2d, "fid": image_metrics, "classifier": class_metrics}
+SUITES: dict[str, Suite] = {"points2d": _points2d, "fid": image_metrics, "classifier": class_metrics,
+                            "stacked_modes": stacked_modes}
 PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"fid": image_protocol}
 
 

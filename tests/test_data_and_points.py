@@ -79,3 +79,17 @@ def test_real_mnist_from_otlab_data():
     assert batch.min() >= -1 and batch.max() <= 1 and batch.max() == 1.0
     eights = image_dataset("mnist", root=shared_data_root(), download=False, classes=[8])
     assert (eights.labels == 8).all() and 5000 < len(eights) < 6500
+
+
+@pytest.mark.skipif(shared_data_root() is None, reason="OTLAB_DATA with MNIST not available")
+def test_stacked_mnist_modes_are_read_back_by_the_classifier():
+    from otgan_lab.data import stacked_mnist
+    from otgan_lab.metrics.images import stacked_modes
+
+    data = stacked_mnist(root=shared_data_root(), n_samples=3000, download=False, seed=1)
+    assert data.shape == (3, 28, 28) and int(data.labels.max()) < 1000
+    m = stacked_modes(data.all(), data)
+    # 3000 uniform draws over 1000 modes cover 1000 * (1 - exp(-3)) ~ 950 of them (+- a few % misreads)
+    assert 900 <= m["modes_covered"] <= 1000
+    collapsed = stacked_modes(data.all(0, 1).expand(500, -1, -1, -1), data)
+    assert collapsed["modes_covered"] == 1 and collapsed["kl_to_uniform"] == pytest.approx(math.log(1000), rel=1e-6)

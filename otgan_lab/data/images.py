@@ -119,3 +119,31 @@ def mnist(**kw) -> DeviceDataset:
 
 def fashion_mnist(**kw) -> DeviceDataset:
     return image_dataset("fashion_mnist", **kw)
+
+
+def stacked_mnist(
+    root: str | Path | None = None,
+    n_samples: int = 100_000,
+    split: str = "train",
+    download: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> DeviceDataset:
+    """Stacked MNIST (Metz et al. 2017; Srivastava et al. 2017): three MNIST digits drawn independently
+    and stacked as the channels of one 3x28x28 image, 1000 modes; label = 100*d0 + 10*d1 + d2.
+
+    A fixed pool of `n_samples` triples is drawn from `seed` (one gather, no per-sample Python)."""
+    base = image_dataset("mnist", root=root, split=split, download=download, device="cpu")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(base), (n_samples, 3), generator=gen)
+    images = base.data[idx, 0]  # (n, 3, 28, 28): channel c holds digit idx[:, c]
+    digits = base.labels[idx]
+    labels = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+    return DeviceDataset(
+        name="stacked_mnist",
+        data=images.contiguous().to(device),
+        kind="image",
+        labels=labels.to(device),
+        meta={"num_classes": 1000, "split": split, "root": base.meta["root"], "classes": None},
+        seed=seed,
+    )

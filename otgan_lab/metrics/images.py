@@ -17,7 +17,12 @@ import numpy as np
 import torch
 
 from otgan_lab import __version__
-from otgan_lab.metrics.classifier import classifier_metrics, predict_logits
+from otgan_lab.metrics.classifier import (
+    classifier_metrics,
+    predict_logits,
+    stacked_mnist_metrics,
+    stacked_mnist_mode_ids,
+)
 from otgan_lab.metrics.features import LENET_ASSETS, FeatureExtractor, get_backbone
 from otgan_lab.metrics.frechet import (
     frechet_distance,
@@ -133,3 +138,9 @@ def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1, n_splits
     logits = predict_logits(fake.float(), dataset=data.name, device=fake.device)
     stats = classifier_metrics(logits, min_count=min_count, n_splits=n_splits)
     return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+
+
+def stacked_modes(fake: torch.Tensor, data: Any, *, min_count: int = 1) -> dict[str, float]:
+    """Stacked MNIST: modes covered out of 1000 and KL to uniform, each channel read by the MNIST LeNet."""
+    stats = stacked_mnist_metrics(stacked_mnist_mode_ids(fake.float()), min_count=min_count)
+    return {k: float(v) for k, v in stats.items()}
