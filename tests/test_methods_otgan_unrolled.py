@@ -276,5 +276,7 @@ def test_configs_compose_and_instantiate(overrides):
         assert method.embed(x).shape == (3, cfg.method.critic_out_dim)
         if cfg.dataset.name == "mnist":
             assert cfg.batch_size == 500  # conf/experiment/tuned/otgan_mnist.yaml
+        if cfg.dataset.name == "grid25":
+            assert cfg.model.nets.critic.act == "silu"  # conf/experiment/tuned/otgan_grid25.yaml
     else:
         assert method.critic(x).shape == (3,)

@@ -58,6 +58,8 @@ class UnrolledGAN(Method):
 
     def _inner_step(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor]):
         """(differentiable step function, its initial state) mirroring the critic's real optimizer."""
+        if len(optimizer.param_groups) != 1:
+            raise ValueError("unrolled GAN mirrors a critic optimizer with a single parameter group")
         group = optimizer.param_groups[0]
         if isinstance(optimizer, torch.optim.Adam):
             state = adam_state_from_optimizer(optimizer, params)
