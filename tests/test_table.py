@@ -352,7 +352,6 @@ def test_multirun_with_a_failing_job_then_table(tmp_path: Path):
     assert {r["sampler"] for r in parsed} == {"standard"}
 
 
-@pytest.mark.slow
 def _has_module(name: str) -> bool:
     try:  # find_spec raises when the parent package (hydra_plugins) is itself missing
         return importlib.util.find_spec(name) is not None
@@ -360,6 +359,7 @@ def _has_module(name: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_module("hydra_plugins.hydra_submitit_launcher"),
                     reason="hydra-submitit-launcher not installed (pip install -e .[sweeps])")
 def test_submitit_local_launcher_runs_two_jobs(tmp_path: Path):
