@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from otgan_lab import __version__, checkpoint
-from otgan_lab.amp import Precision, StepContext
-from otgan_lab.data.base import DeviceDataset
-from otgan_lab.ema import EMA
-from otgan_lab.loggers import Logger
-from otgan_lab.methods.base import Method
-from otgan_lab.progress import ProgressReporter
+from . import __version__, checkpoint
+from .amp import Precision, StepContext
+from .data.base import DeviceDataset
+from .ema import EMA
+from .loggers import Logger
+from .methods.base import Method
+from .progress import ProgressReporter
 
 Evaluate = Callable[[Method, int], dict[str, float]]
 
