@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from otgan_lab import build, checkpoint, records
+from otgan_lab.data.images import image_dataset
 
 USAGE = __doc__.split("\n\n")[1]
 _GROUPS = ("sampler", "metrics")
@@ -113,18 +114,11 @@ def evaluate_real(dataset: str, special: dict[str, str], dotted: list[str]) -> d
     cfg = compose(base, {k: v for k, v in special.items() if k != "metrics"}, dotted)
     device = build.resolve_device(cfg.device)
     data = build.build_dataset(cfg, 0, device)
-    from otgan_lab.data.images import image_dataset
-
     test = image_dataset(dataset, root=data.meta["root"], split="test", classes=data.meta.get("classes"),
                          download=False, device=device)
     n = min(int(cfg.eval.n_samples), len(test))
     evaluator = build.build_evaluator(cfg, data, None, Path("."), None)
-    fake = test.all(0, n)
-    metrics = {}
-    for name, params in evaluator.suites.items():
-        from otgan_lab.evaluation import SUITES
-
-        metrics.update(SUITES[name](fake, data, **params))
+    metrics = evaluator.suite_metrics(test.all(0, n))
     _print(f"real-data floor: {dataset} test ({n}) vs train", metrics)
     return metrics
 

@@ -83,10 +83,16 @@ class Evaluator:
         return self.measure(fake, step)
 
     @torch.no_grad()
-    def measure(self, fake: torch.Tensor, step: int) -> dict[str, float]:
+    def suite_metrics(self, fake: torch.Tensor) -> dict[str, float]:
+        """The configured metric suites on `fake`, nothing else (no sampler stats, no picture)."""
         metrics: dict[str, float] = {}
         for name, params in self.suites.items():
             metrics.update(SUITES[name](fake, self.data, **params))
+        return metrics
+
+    @torch.no_grad()
+    def measure(self, fake: torch.Tensor, step: int) -> dict[str, float]:
+        metrics = self.suite_metrics(fake)
         metrics.update({f"sampler/{k}": float(v) for k, v in getattr(self.sampler, "stats", {}).items()})
         self.save_picture(fake, step)
         return metrics

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from otgan_lab import __version__, build, checkpoint, records
+from otgan_lab.amp import resolve_precision
 from otgan_lab.paths import conf_dir
 
 
@@ -58,7 +59,7 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
     try:
         build.check_config(cfg)
         device = build.resolve_device(cfg.device)
-        precision = build.resolve_precision(cfg.precision, device)
+        precision = resolve_precision(cfg.precision, device)
         record.update(device=str(device), precision=precision.name)
         build.seed_everything(cfg.seed, cfg.num_threads)
         data = build.build_dataset(cfg, cfg.seed, device)  # missing files fail here, before any network
