@@ -118,11 +118,12 @@ R4 = Report(
 
 def _aeot_table(dataset: str, title: str, values: dict[str, tuple[float, float | None]]) -> tuple[ReportRow, ...]:
     """One dataset column of R5's AE-OT comparison (Lucic et al.'s FID table plus AE-OT)."""
-    ours = {"NS GAN": ("gan", "nsgan"), "WGAN": ("wgan_clip", "wgan"), "AE-OT": ("aeot", "aeot")}
+    ours = {"NS GAN": ("gan", "nsgan", "standard"), "WGAN": ("wgan_clip", "wgan", "standard"),
+            "AE (reconstruction)": ("aeot", "aeot", "reconstruction"), "AE-OT": ("aeot", "aeot", "standard")}
     rows = []
     for label, (value, std) in values.items():
-        method, tag = ours.get(label, (None, None))
-        selector = _row(f"r5_{tag}_{dataset}", method, dataset=dataset) if method else None
+        method, tag, sampler = ours.get(label, (None, None, None))
+        selector = _row(f"r5_{tag}_{dataset}", method, sampler, dataset=dataset) if method else None
         rows.append(ReportRow(label, value, selector, table=title, published_std=std,
                               note="" if method else "not implemented in otgan_lab"))
     return tuple(rows)

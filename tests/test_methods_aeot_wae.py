@@ -94,6 +94,29 @@ def test_aeot_fit_end_fills_buffers_and_samples(capsys):
     assert "[semi-discrete OT]" in capsys.readouterr().out  # plain progress lines when not in a terminal
 
 
+def test_seeded_samplers_decode_ot_codes_not_gaussian_noise(capsys):
+    """Regression: given a generator, the standard sampler redrew N(0, I) codes instead of the OT map's."""
+    from otgan_lab.samplers.base import draw_latents
+    from otgan_lab.samplers.reconstruction import ReconstructionSampler
+    from otgan_lab.samplers.standard import StandardSampler
+
+    m = make_method("aeot", "grid25")
+    data = grid25(n_points=200)
+    m.fit_end(data, step_context(m))
+    expected = m.extended_codes(500, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(draw_latents(m, 500, torch.Generator().manual_seed(0)), expected)
+    x = StandardSampler().sample(m, 500, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(x, m.generate(expected))
+    points = data.data.float()
+    rec = ReconstructionSampler(batch_size=50)
+    rec.fit(m, points)
+    with torch.no_grad():
+        r = rec.sample(m, 50, generator=torch.Generator().manual_seed(0))
+        idx = torch.randint(len(points), (50,), generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(r, m.nets["decoder"](m.nets["encoder"](points[idx])))
+
+
 @pytest.mark.parametrize("method", ["aeot", "aeot_gan"])
 def test_checkpoint_round_trip_reproduces_samples(method, tmp_path, capsys):
     cfg = compose_cfg(*overrides(method, "ring8", "dataset.n_points=512"))

@@ -456,3 +456,54 @@ def test_mh_sampler_exact_toy():
 def test_mh_refuses_wgan_critic_without_calibration():
     with pytest.raises(ValueError, match="critic_is_logit=False"):
         MHSampler(chain_length=2).sample(UniformToBeta(wgan=True), 10)
+
+
+class CodeBookMethod(nn.Module):
+    """A method whose prior is its own code distribution (like AE-OT's OT map): draws from a codebook."""
+
+    prior_kind = "normal"  # declared, but the codes are not N(0, I): draw_latents must use prior()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = torch.tensor([[5.0, 5.0], [-5.0, 5.0]])
+
+    @property
+    def device(self) -> torch.device:
+        return self.book.device
+
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.book[torch.randint(2, (n,), generator=generator)]
+
+    def generate(self, z: Tensor) -> Tensor:
+        return z
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return 2 * x  # a known map: the sampler must return reconstruct(real) and nothing else
+
+
+def test_draw_latents_uses_the_methods_own_prior_when_it_takes_a_generator():
+    method = CodeBookMethod()
+    z = draw_latents(method, 1000, gen(0))
+    assert set(map(tuple, z.tolist())) <= {(5.0, 5.0), (-5.0, 5.0)}  # never N(0, I) redraws
+    assert torch.equal(z, draw_latents(method, 1000, gen(0)))  # reproducible from the generator
+    x = StandardSampler(batch_size=300).sample(method, 1000, generator=gen(0))
+    assert torch.equal(x, z)
+
+
+def test_reconstruction_sampler_returns_reconstructions_of_real_data():
+    from otgan_lab.samplers.reconstruction import ReconstructionSampler
+
+    real = torch.arange(40, dtype=torch.float32).reshape(20, 2)
+    sampler = ReconstructionSampler(batch_size=7)
+    assert sampler.needs_real_data
+    with pytest.raises(RuntimeError, match="fit"):
+        sampler.sample(CodeBookMethod(), 5)
+    sampler.fit(CodeBookMethod(), real)
+    x = sampler.sample(CodeBookMethod(), 50, generator=gen(1))
+    assert x.shape == (50, 2)
+    rows = {tuple(r) for r in (2 * real).tolist()}
+    assert all(tuple(r) in rows for r in x.tolist())  # each output is 2 * a real row
+    assert len({tuple(r) for r in x.tolist()}) > 5  # drawn across the data, not one batch repeated
+    with pytest.raises(TypeError, match="autoencoder"):
+        sampler.fit(UniformToBeta(), real)
+

@@ -63,6 +63,10 @@ class AutoEncoderMethod(Method):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.nets["encoder"](x)
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decoder(encoder(x)): the autoencoder's reconstructions (the floor of R5's AE-OT table)."""
+        return self.nets["decoder"](self.encode(x))
+
 
 class AEOT(AutoEncoderMethod):
     def __init__(self, *, code_l1: float = 1e-5, ot: dict | None = None, generation: dict | None = None, **kw):

@@ -64,11 +64,14 @@ class Method(nn.Module):
     def device(self) -> torch.device:
         return self._device_anchor.device
 
-    def prior(self, n: int) -> torch.Tensor:
-        """n latent codes: N(0, I) or U[-1, 1]^d."""
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent codes: N(0, I) or U[-1, 1]^d; drawn from ``generator`` (on its device) when given."""
+        device = generator.device if generator is not None else self.device
         if self.prior_kind == "normal":
-            return torch.randn(n, self.z_dim, device=self.device)
-        return torch.rand(n, self.z_dim, device=self.device).mul_(2).sub_(1)
+            z = torch.randn(n, self.z_dim, device=device, generator=generator)
+        else:
+            z = torch.rand(n, self.z_dim, device=device, generator=generator).mul_(2).sub_(1)
+        return z.to(self.device)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.nets[self.ema_net](z)

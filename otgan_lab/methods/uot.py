@@ -57,10 +57,11 @@ class UOTM(Method):
         self.r1_gamma, self.n_critic = float(r1_gamma), int(n_critic)
 
     # -- public surface -------------------------------------------------------------------------------
-    def prior(self, n: int) -> torch.Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, prod(data_shape) + nz): the source ε (flattened) followed by the auxiliary latent z."""
-        source = torch.randn(n, self.source_dim, device=self.device)
-        return torch.cat([source, super().prior(n)], dim=1)
+        device = generator.device if generator is not None else self.device
+        source = torch.randn(n, self.source_dim, device=device, generator=generator).to(self.device)
+        return torch.cat([source, super().prior(n, generator)], dim=1)
 
     def source_of(self, z: torch.Tensor) -> torch.Tensor:
         """The data-shaped source ε inside a prior draw."""

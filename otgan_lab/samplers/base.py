@@ -9,6 +9,7 @@ Samplers that need real data (critic calibration) say so with ``needs_real_data`
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ class MethodLike(Protocol):
     has_critic: bool
     critic_is_logit: bool  # True: critic(x) ~ log p_data/p_gen; False: a WGAN critic value
 
-    def prior(self, n: int) -> Tensor: ...
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
 
     def generate(self, z: Tensor) -> Tensor: ...
 
@@ -87,11 +88,15 @@ def eval_mode(method: Any) -> Iterator[None]:
 def draw_latents(method: Any, n: int, generator: torch.Generator | None = None) -> Tensor:
     """Latent codes from the method's prior; reproducible from ``generator`` when one is given.
 
-    ``method.prior`` takes no generator, so with one we redraw from the declared prior (``prior_kind``)
-    with the shape and dtype of ``method.prior(1)``, on the generator's device, then move to the method's.
+    Methods whose ``prior`` takes a ``generator`` keyword (every otgan_lab method) draw from it, so a
+    method with its own code distribution (AE-OT's OT map) keeps it. For a duck-typed method whose
+    ``prior(n)`` takes no generator, we redraw from the declared ``prior_kind`` with the shape and dtype of
+    ``method.prior(1)``, on the generator's device, then move to the method's.
     """
     if generator is None:
         return method.prior(n)
+    if "generator" in inspect.signature(method.prior).parameters:
+        return method.prior(n, generator=generator)
     ref = method.prior(1)
     shape = (n, *ref.shape[1:])
     if method.prior_kind == "normal":
