@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from otgan_lab import build
 from tests.helpers import compose_cfg, options, tiny_trainer
 
 
@@ -50,3 +51,17 @@ def test_method_declares_capabilities(method):
         assert hasattr(type(m), attr)
     assert m.prior_kind in ("normal", "uniform")
     assert m.prior(3).shape[0] == 3
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_critic_real_fake_matches_separate_passes(batchnorm):
+    """The fused [real; fake] pass gives each batch's own scores; with BatchNorm it falls back to two passes
+    (each batch normalised by its own statistics, as the papers compute them)."""
+    overrides = ["method=gan", "dataset=ring8"] + (["+model.nets.critic.batchnorm=true"] if batchnorm else [])
+    torch.manual_seed(0)
+    method = build.build_method(compose_cfg(*overrides), torch.device("cpu"))
+    assert method._critic_has_batchnorm() == batchnorm
+    real, fake = torch.randn(16, 2), torch.randn(16, 2) + 3
+    score_real, score_fake = method.critic_real_fake(real, fake)
+    assert torch.allclose(score_real, method.critic(real), atol=1e-6)
+    assert torch.allclose(score_fake, method.critic(fake), atol=1e-6)

@@ -24,10 +24,12 @@ class GAN(Method):
     def train_step(self, real, ctx):
         n = self.batch_size
         x = real(n)
-        if self.r1_gamma > 0:
+        if self.r1_gamma > 0:  # separate passes: R1's input gradient then runs over the real rows only
             x.requires_grad_(True)
-        logits_real = self.critic(x)
-        critic_loss = gan_critic_loss(logits_real, self.critic(self.fake_batch(n)))
+            logits_real, logits_fake = self.critic(x), self.critic(self.fake_batch(n))
+        else:
+            logits_real, logits_fake = self.critic_real_fake(x, self.fake_batch(n))
+        critic_loss = gan_critic_loss(logits_real, logits_fake)
         logs = {"critic_loss": critic_loss.detach()}
         if self.r1_gamma > 0:
             r1 = r1_penalty(ctx.input_grad(logits_real, x, "critic"), self.r1_gamma)

@@ -37,7 +37,7 @@ class WGANClip(Method):
     def train_step(self, real, ctx):
         n = self.batch_size
         for _ in range(critic_steps(ctx.step, self.n_critic, self.warmup_schedule)):
-            critic_loss = wasserstein_critic_loss(self.critic(real(n)), self.critic(self.fake_batch(n)))
+            critic_loss = wasserstein_critic_loss(*self.critic_real_fake(real(n), self.fake_batch(n)))
             ctx.optimize("critic", critic_loss)
             self._clamp_critic()
         generator_loss = wasserstein_generator_loss(self.critic(self.sample(n)))

@@ -26,11 +26,11 @@ class WGANGP(Method):
         for _ in range(self.n_critic):
             x, fake = real(n), self.fake_batch(n).to(torch.float32)
             x_hat = interpolate(x, fake).requires_grad_(True)
-            # One critic pass over [real; fake; interpolates]: valid because the critic has no BatchNorm
-            # (rows are independent), and one pass costs a third of the kernel launches of three.
-            score_real, score_fake, score_hat = self.critic(torch.cat([x, fake, x_hat])).split(n)
-            wasserstein = wasserstein_critic_loss(score_real, score_fake)
-            gp = gradient_penalty(ctx.input_grad(score_hat, x_hat, "critic"))
+            # One critic pass over [real; fake] (critic_real_fake: no BatchNorm here) and one over the
+            # interpolates alone. Folding x_hat into the first pass would make the input gradient and its
+            # double backward run over all 3n rows (zeros upstream for 2n of them): 3x the penalty's cost.
+            wasserstein = wasserstein_critic_loss(*self.critic_real_fake(x, fake))
+            gp = gradient_penalty(ctx.input_grad(self.critic(x_hat), x_hat, "critic"))
             ctx.optimize("critic", wasserstein + self.gp_weight * gp)
         generator_loss = wasserstein_generator_loss(self.critic(self.sample(n)))
         ctx.optimize("generator", generator_loss)
