@@ -17,6 +17,7 @@ from otgan_lab.amp import PrecisionError, resolve_precision
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.evaluation import Evaluator
 from otgan_lab.loggers import JsonlLogger, Logger, MultiLogger, WandbLogger
+from otgan_lab.schedule import schedule_problems
 
 # dataset-config keys that describe the dataset rather than being arguments of its factory
 _DATASET_DESCRIPTORS = ("name", "shape", "batch_size", "cpu_threads")
@@ -53,6 +54,12 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
     if cfg.eval.n_samples < 1:
         problems.append(f"eval.n_samples must be >= 1 (got {cfg.eval.n_samples})")
+    schedule = plain["trainer"].get("lr_schedule")
+    if schedule is not None:
+        if not isinstance(schedule, dict) or set(schedule) - {"milestones", "gamma"}:
+            problems.append(f"trainer.lr_schedule must be null or {{milestones: [...], gamma: g}} (got {schedule})")
+        else:
+            problems += schedule_problems(schedule.get("milestones"), schedule.get("gamma", 0.1))
     if cfg.trainer.resume not in ("auto", True, False):
         problems.append(f"trainer.resume must be auto, true or false (got {cfg.trainer.resume})")
     try:

@@ -24,6 +24,7 @@ from .ema import EMA
 from .loggers import Logger
 from .methods.base import Method
 from .progress import ProgressReporter
+from .schedule import StepSchedule
 
 Evaluate = Callable[[Method, int], dict[str, float]]
 
@@ -54,6 +55,7 @@ class Trainer:
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 2,
         grad_clip: float | None = None,
+        lr_schedule: dict[str, Any] | None = None,
         ema: dict[str, Any] | None = None,
         eval_use_ema: bool = False,
         eval_seed: int = 12345,
@@ -68,6 +70,7 @@ class Trainer:
         self.evaluate, self.eval_seed, self.config, self.progress = evaluate, eval_seed, config or {}, progress
         self.optimizers = method.configure_optimizers()
         self.ctx = StepContext(self.optimizers, precision, grad_clip)
+        self.schedule = StepSchedule(self.optimizers, **lr_schedule) if lr_schedule else None
         ema = dict(ema or {})
         self.ema = EMA(method.ema_module, **{k: v for k, v in ema.items() if k != "enabled"}) if ema.get("enabled") else None
         self.eval_use_ema = eval_use_ema and self.ema is not None
@@ -94,6 +97,8 @@ class Trainer:
             self.method.load_state_dict(state["method"])
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
+            if self.schedule is not None:
+                self.schedule.reset()  # the loaded rates are re-derived from the step
             self.ctx.load_state_dict(state["scalers"])
             if self.ema is not None and state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
@@ -150,6 +155,8 @@ class Trainer:
             try:
                 while self.step < self.steps:
                     self.ctx.step = self.step
+                    if self.schedule is not None:
+                        self.schedule.apply(self.step)
                     with self.ctx.autocast():
                         out = self.method.train_step(self.data.batch, self.ctx)
                     self.step += 1
