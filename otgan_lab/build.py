@@ -54,6 +54,16 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
     if cfg.eval.n_samples < 1:
         problems.append(f"eval.n_samples must be >= 1 (got {cfg.eval.n_samples})")
+    labels = [cfg.sampler.name]
+    for entry in plain["eval"].get("samplers") or []:
+        try:
+            labels.append(sampler_config(entry).name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    repeated = sorted({label for label in labels[1:] if labels[1:].count(label) > 1})
+    if repeated:
+        problems.append(f"eval.samplers: records {repeated} would overwrite each other; give each entry its own "
+                        "name (e.g. {option: drs, name: drs_p90, percentile: 90})")
     schedule = plain["trainer"].get("lr_schedule")
     if schedule is not None:
         if not isinstance(schedule, dict) or set(schedule) - {"milestones", "gamma"}:
@@ -124,6 +134,28 @@ def load_option(group: str, name: str) -> DictConfig:
     node = OmegaConf.load(path)
     node.pop("defaults", None)
     return node
+
+
+def sampler_config(entry: Any) -> DictConfig:
+    """One `eval.samplers` entry as a sampler config.
+
+    An entry is an option name (`drs`) or a mapping naming the option and overriding its keys, e.g.
+    `{option: drs, calibrate_steps: 500}` or `{option: aeot, name: aeot_nothreshold, angle_threshold: 3.14159}`;
+    `name` labels the record (default: the option's own name).
+    """
+    if isinstance(entry, str):
+        return load_option("sampler", entry)
+    params = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry or {})
+    option = params.pop("option", None)
+    if not isinstance(option, str):
+        raise ConfigError(f"eval.samplers entry {entry!r}: a mapping needs `option: <sampler option>` "
+                          "(e.g. {option: drs, calibrate_steps: 500}); or give the option's name alone")
+    node = load_option("sampler", option)
+    unknown = sorted(set(params) - set(node))
+    if unknown:
+        raise ConfigError(f"eval.samplers entry for {option!r}: unknown keys {unknown}; "
+                          f"sampler={option} has {sorted(k for k in node if k != '_target_')}")
+    return OmegaConf.merge(node, params)
 
 
 def build_sampler(sampler_cfg: DictConfig):

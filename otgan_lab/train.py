@@ -91,11 +91,13 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         record["samplers"] = {record["sampler"]: {"metrics": outcome.metrics, "protocol": evaluator.protocol,
                                                    "use_ema": bool(trainer.eval_use_ema)}}
         if outcome.status == "completed":
-            for name in cfg.eval.samplers:  # post-hoc samplers on the final weights, one record each
+            for entry in cfg.eval.samplers:  # post-hoc samplers on the final weights, one record each
+                sampler_cfg = build.sampler_config(entry)
+                name = sampler_cfg.name
                 if name == record["sampler"]:
                     continue
-                extra = build.build_evaluator(cfg, data, build.build_sampler(build.load_option("sampler", name)),
-                                              out_dir, logger, primary=False)
+                extra = build.build_evaluator(cfg, data, build.build_sampler(sampler_cfg), out_dir, logger,
+                                              primary=False)
                 metrics = trainer.run_evaluation(extra)
                 record["samplers"][name] = {"metrics": metrics, "protocol": extra.protocol,
                                             "use_ema": bool(trainer.eval_use_ema)}

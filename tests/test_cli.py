@@ -128,10 +128,12 @@ def test_mnist_run_from_otlab_data(tmp_path):
 
 def test_eval_a_run_with_another_sampler_keeps_one_record_per_sampler(tmp_path):
     run = tmp_path / "run"
-    otlab("train", "method=gan", *TINY, f"hydra.run.dir={run}", "logger=none", cwd=tmp_path)
+    otlab("train", "method=gan", *TINY, f"hydra.run.dir={run}", "logger=none",
+          "eval.samplers=[{option:drs,name:drs_small,burn_in:500}]", cwd=tmp_path)
+    assert json.loads((run / "result.json").read_text())["samplers"]["drs_small"]["metrics"]["sampler/acceptance_rate"] > 0
     otlab("eval", f"run={run}", "sampler=drs", "sampler.burn_in=1000", "eval.n_samples=300", cwd=tmp_path)
     result = json.loads((run / "result.json").read_text())
-    assert set(result["samplers"]) == {"standard", "drs"}
+    assert set(result["samplers"]) == {"standard", "drs_small", "drs"}
     drs = result["samplers"]["drs"]
     assert drs["protocol"]["n_samples"] == 300 and 0 < drs["metrics"]["sampler/acceptance_rate"] <= 1
     assert [e["sampler"] for e in result["evaluations"]] == ["drs"]

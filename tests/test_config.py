@@ -124,3 +124,23 @@ def test_wgan_gp_refuses_batchnorm_in_the_critic():
 
 def test_conf_dir_is_the_repository_tree_in_editable_installs():
     assert (CONF / "config.yaml").is_file()
+
+
+def test_eval_sampler_entries_take_options_and_labels():
+    cfg = build.sampler_config(OmegaConf.create({"option": "drs", "calibrate_steps": 7, "name": "drs_cal"}))
+    assert cfg.name == "drs_cal" and cfg.calibrate_steps == 7 and cfg.percentile == 80.0  # the rest: drs.yaml
+    sampler = build.build_sampler(cfg)
+    assert sampler.name == "drs_cal" and sampler.calibration.steps == 7
+    assert build.sampler_config("mh").name == "mh"
+    build.check_config(compose_cfg("eval.samplers=[drs,{option:drs,name:drs_cal,calibrate_steps:5}]"))
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("[{option:drs,calibrat_steps:5}]", "unknown keys \\['calibrat_steps'\\]"),
+    ("[{calibrate_steps:5}]", "needs `option: <sampler option>`"),
+    ("[nosuch]", "no sampler option 'nosuch'"),
+    ("[drs,{option:drs,percentile:90}]", "would overwrite each other"),
+])
+def test_bad_eval_sampler_entries_are_refused_before_training(entries, message):
+    with pytest.raises(build.ConfigError, match=message):
+        build.check_config(compose_cfg(f"eval.samplers={entries}"))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from otgan_lab import table
+from otgan_lab import build, table
 from otgan_lab.paths import conf_dir
 from otgan_lab.reports import REPORTS, Report, ReportRow, Selector
 
@@ -291,7 +291,8 @@ def test_report_rows_compose_with_their_selectors():
                     assert sel.dataset in (None, plain["dataset"]["name"]), tag
                     assert plain["trainer"]["steps"] <= 100 and plain["budget"]["name"] == "smoke", tag
                     main = plain["sampler"].get("name") or plain["sampler"]["_target_"].rsplit(".", 1)[-1]
-                    samplers |= {table.sampler_name({"sampler": main}), *plain["eval"].get("samplers", [])}
+                    samplers |= {table.sampler_name({"sampler": main}),
+                                 *(build.sampler_config(e).name for e in plain["eval"].get("samplers", []))}
                 # one of the row's tags trains with its sampler or evaluates it through eval.samplers
                 assert not samplers or sel.sampler in samplers, (key, rrow.label, samplers)
 
