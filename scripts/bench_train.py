@@ -7,6 +7,7 @@ DataLoader; otlab keeps uint8 data on the device and gathers batches by index. P
 
     python scripts/bench_train.py --steps 200 --batch-size 64            # CPU, MNIST from $OTLAB_DATA
     python scripts/bench_train.py --device cuda --precision-compare       # + bf16 vs fp32, model=dcgan, batch 256
+    python scripts/bench_train.py --methods gan --relative uot,mdgan,aeot,wae_mmd   # step cost vs gan
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from otgan_lab.paths import conf_dir
 from otgan_lab.trainer import Trainer
 
 CRITIC_STEPS = {"gan": 1, "wgan_clip": 5, "wgan_gp": 5}
+# --relative: keep one-off OT solves small (AE-OT solves in fit_end after each timed loop, outside the timing;
+# AE-OT-GAN solves inside the warm-up run, then times its GAN phase)
+_SMALL_OT = ("method.ot.n_codes=512", "method.ot.solver.max_iter=50")
+RELATIVE_EXTRA = {"aeot": _SMALL_OT, "aeot_gan": ("method.ae_steps=1", *_SMALL_OT)}
 
 
 def compose(*overrides):
@@ -45,9 +50,15 @@ def compose(*overrides):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None):
-    cfg = compose(f"method={method}", "dataset=mnist", f"model={model}", f"batch_size={batch_size or args.batch_size}",
-                  f"device={args.device}", f"precision={precision}", "logger=none")
+def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, extra=()):
+    """Generator iterations per second of otlab's trainer (model=None: the method's own default nets).
+
+    Timed by the trainer itself over its loop (TrainOutcome.steps_per_sec, which ends on a logging step's
+    host sync), so a method's post-training solve (AE-OT's fit_end) is not counted.
+    """
+    overrides = [f"method={method}", "dataset=mnist", f"batch_size={batch_size or args.batch_size}",
+                 f"device={args.device}", f"precision={precision}", "logger=none", *extra]
+    cfg = compose(*overrides, *([f"model={model}"] if model else []))
     device = torch.device(args.device)
     build.seed_everything(0)
     data = build.build_dataset(cfg, 0, device)
@@ -55,15 +66,11 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None):
     with tempfile.TemporaryDirectory() as out:
         def run(steps):
             trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(), steps=steps,
-                              log_every=args.log_every, checkpoint_every=0, progress=False)
-            trainer.fit()
+                              log_every=min(args.log_every, steps), checkpoint_every=0, progress=False)
+            return trainer.fit()
 
         run(args.warmup)
-        sync(device)
-        t0 = time.perf_counter()
-        run(args.steps)
-        sync(device)
-        return args.steps / (time.perf_counter() - t0)
+        return run(args.steps).steps_per_sec, cfg.model.name
 
 
 def sync(device):
@@ -152,6 +159,8 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precision-compare", action="store_true", help="bf16 vs fp32 steps/s, model=dcgan, batch 256")
+    parser.add_argument("--relative", default="", help="also time these methods (otlab only, their own default "
+                        "nets, same batch) relative to gan with model=mlp, e.g. uot,mdgan,aeot,wae_mmd")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,15 +171,21 @@ def main():
     print(f"{'method':<10} {'otlab it/s':>11} {'ref it/s':>9} {'otlab img/s':>12} {'ref img/s':>10} {'ratio':>6} "
           f"{'ref data share':>15}")
     for method in args.methods.split(","):
-        ours, (ref, share) = bench_otlab(method, args), bench_reference(method, args)
+        (ours, _), (ref, share) = bench_otlab(method, args), bench_reference(method, args)
         imgs = CRITIC_STEPS[method] * args.batch_size
         print(f"{method:<10} {ours:>11.1f} {ref:>9.1f} {ours * imgs:>12.0f} {ref * imgs:>10.0f} {ours / ref:>5.2f}x "
               f"{share:>14.0%}")
+    if args.relative:
+        print("\ncost per generator iteration relative to gan (model=mlp), same data and batch (otlab):")
+        base, _ = bench_otlab("gan", args)
+        for method in args.relative.split(","):
+            rate, nets = bench_otlab(method, args, model=None, extra=RELATIVE_EXTRA.get(method, ()))
+            print(f"{method:<10} {rate:8.2f} it/s  model={nets:<12} x{base / rate:5.2f} of gan's time per iteration")
     if args.precision_compare:
         print("\nbf16 vs fp32, model=dcgan, batch 256 (otlab):")
         for method in args.methods.split(","):
-            fp32 = bench_otlab(method, args, model="dcgan", precision="fp32", batch_size=256)
-            bf16 = bench_otlab(method, args, model="dcgan", precision="bf16", batch_size=256)
+            fp32, _ = bench_otlab(method, args, model="dcgan", precision="fp32", batch_size=256)
+            bf16, _ = bench_otlab(method, args, model="dcgan", precision="bf16", batch_size=256)
             print(f"{method:<10} fp32 {fp32:8.1f} it/s   bf16 {bf16:8.1f} it/s   ratio {bf16 / fp32:5.2f}x")
 
 
