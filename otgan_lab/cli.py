@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "train": ("otgan_lab.train", "train a method (Hydra app: otlab train --help)"),
     "eval": ("otgan_lab.eval", "evaluate a run's checkpoint (any sampler/metrics), or a dataset's floor"),
+    "sample": ("otgan_lab.sample", "draw samples from a run's checkpoint with any sampler (PNG + tensor)"),
     "table": ("otgan_lab.table", "turn a sweep into a leaderboard: otlab table <dir>"),
 }
 

@@ -67,30 +67,36 @@ def _print(title: str, metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
-def evaluate_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> dict[str, Any]:
+def load_run(run_dir: Path, special: dict[str, str], dotted: list[str]):
+    """(result, cfg, data, method with the last checkpoint's weights, checkpoint state, checkpoint path)."""
     result = records.read_result(run_dir)
     cfg = compose(OmegaConf.create(result["config"]), special, dotted)
     found = checkpoint.list_checkpoints(run_dir / "checkpoints")
     if not found:
-        raise build.ConfigError(f"{run_dir / 'checkpoints'} holds no checkpoint to evaluate")
+        raise build.ConfigError(f"{run_dir / 'checkpoints'} holds no checkpoint to load")
     device = build.resolve_device(cfg.device)
     build.seed_everything(cfg.seed, cfg.get("num_threads"))
     data = build.build_dataset(cfg, cfg.seed, device)
     method = build.build_method(cfg, device)
     state = checkpoint.load(found[-1], map_location=device)
     method.load_state_dict(state["method"])
-    use_ema = bool(cfg.eval.use_ema)
-    if use_ema:
+    if cfg.eval.use_ema:
         if state.get("ema") is None:
             raise build.ConfigError(f"eval.use_ema=true but {found[-1].name} holds no EMA weights (trained without EMA)")
         method.ema_module.load_state_dict(state["ema"])
+    return result, cfg, data, method, state, found[-1]
+
+
+def evaluate_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> dict[str, Any]:
+    result, cfg, data, method, state, ckpt = load_run(run_dir, special, dotted)
+    use_ema = bool(cfg.eval.use_ema)
     sampler = build.build_sampler(cfg.sampler)
     evaluator = build.build_evaluator(cfg, data, sampler, run_dir, None, primary=False)
     method.eval()
     torch.manual_seed(cfg.eval.seed)
     metrics = evaluator(method, int(state["step"]))
     entry = {"sampler": sampler.name, "metrics": metrics, "protocol": evaluator.protocol, "use_ema": use_ema,
-             "step": int(state["step"]), "checkpoint": str(found[-1]),
+             "step": int(state["step"]), "checkpoint": str(ckpt),
              "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     same = lambda e: (e["sampler"], e["protocol"], e["use_ema"]) == (entry["sampler"], entry["protocol"], use_ema)  # noqa: E731
     result["evaluations"] = [e for e in result.get("evaluations", []) if not same(e)] + [entry]

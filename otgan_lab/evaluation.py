@@ -72,9 +72,7 @@ class Evaluator:
             self.sampler.fit(method, self.random_real)
 
     def random_real(self, n: int) -> torch.Tensor:
-        """Real batches drawn with the (forked) global RNG: the training data order is left untouched."""
-        idx = torch.randint(len(self.data), (n,), device=self.data.device)
-        return self.data.to_data_space(self.data.data[idx])
+        return random_real(self.data, n)
 
     def __call__(self, method, step: int) -> dict[str, float]:
         self.fit_sampler(method)  # the critic moves during training: calibrate on the weights evaluated now
@@ -108,3 +106,10 @@ class Evaluator:
         if self.logger is not None:
             self.logger.log_image(step, f"samples/{self.sampler.name}", picture)
         return path
+
+
+def random_real(data, n: int) -> torch.Tensor:
+    """n real samples in data space drawn with the global RNG (a sampler's calibration data): the training
+    data order (the dataset's own generator) is left untouched."""
+    idx = torch.randint(len(data), (n,), device=data.device)
+    return data.to_data_space(data.data[idx])

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["trainer.steps=30", "trainer.log_every=10", "trainer.checkpoint_every=10", "eval.n_samples=500",
@@ -137,6 +138,15 @@ def test_eval_a_run_with_another_sampler_keeps_one_record_per_sampler(tmp_path):
     drs = result["samplers"]["drs"]
     assert drs["protocol"]["n_samples"] == 300 and 0 < drs["metrics"]["sampler/acceptance_rate"] <= 1
     assert [e["sampler"] for e in result["evaluations"]] == ["drs"]
+    proc = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500", f"out={tmp_path / 'g.png'}",
+                 cwd=tmp_path)
+    assert "acceptance_rate" in proc.stdout and (tmp_path / "g.png").stat().st_size > 0
+    drawn = torch.load(tmp_path / "g.pt", weights_only=True)
+    assert drawn.shape == (16, 2) and torch.isfinite(drawn).all()
+    again = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500", f"out={tmp_path / 'h.png'}",
+                  cwd=tmp_path)
+    assert again.returncode == 0 and torch.equal(drawn, torch.load(tmp_path / "h.pt", weights_only=True))  # seeded
+    assert otlab("sample", f"run={run}", "n=0", cwd=tmp_path, check=False).returncode == 2
     proc = otlab("eval", f"run={run}", "eval.use_ema=true", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no EMA weights" in proc.stderr
     proc = otlab("eval", f"run={tmp_path}", cwd=tmp_path, check=False)
