@@ -18,7 +18,7 @@ from otgan_lab import build, checkpoint
 from otgan_lab.amp import StepContext, resolve_precision
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.data.mixtures import grid25
-from otgan_lab.methods.wae import imq_mmd
+from otgan_lab.losses.mmd import imq_mmd
 from otgan_lab.nets.autoencoder import ConvEncoder, MLPEncoder
 from otgan_lab.samplers.aeot import AEOTSampler
 from tests.helpers import compose_cfg, tiny_trainer

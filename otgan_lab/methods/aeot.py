@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.quasirandom import SobolEngine
 
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import AutoEncoderMethod
 from otgan_lab.ot.semidiscrete import (
     CodeStats,
     SemiDiscreteOT,
@@ -35,37 +34,6 @@ from otgan_lab.ot.semidiscrete import (
 )
 
 _OT_BUFFERS = ("ot_codes", "ot_heights")  # their first dimension is the number of codes, known after fit_end
-
-
-class AutoEncoderMethod(Method):
-    """Shared by the autoencoder methods (AE-OT, AE-OT-GAN, WAE): optimizers over groups of nets."""
-
-    required_nets = ("encoder", "decoder")
-    has_critic = False
-    ema_net = "decoder"
-    #: optimizer name -> the networks it updates
-    optimizer_nets: ClassVar[dict[str, tuple[str, ...]]] = {"autoencoder": ("encoder", "decoder")}
-
-    def __init__(self, **kw):
-        missing = [n for n in self.required_nets if n not in kw]
-        if missing:
-            raise ValueError(f"method {kw.get('name')!r} needs an autoencoder model with nets {list(self.required_nets)} "
-                             f"(missing {missing}): use model=ae (or ae_conv / ae_mlp)")
-        super().__init__(**kw)
-
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        unknown = [n for n in self._optim_factories if n not in self.optimizer_nets]
-        if unknown:
-            raise ValueError(f"method {self.name!r}: optimizers {unknown} unknown; expected {list(self.optimizer_nets)}")
-        return {name: make([p for net in self.optimizer_nets[name] for p in self.nets[net].parameters()])
-                for name, make in self._optim_factories.items()}
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nets["encoder"](x)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """decoder(encoder(x)): the autoencoder's reconstructions (the floor of R5's AE-OT table)."""
-        return self.nets["decoder"](self.encode(x))
 
 
 class AEOT(AutoEncoderMethod):

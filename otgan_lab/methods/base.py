@@ -133,3 +133,34 @@ class Method(nn.Module):
         """Generated samples for a critic update, with no graph back into the generator."""
         with torch.no_grad():
             return self.sample(n)
+
+
+class AutoEncoderMethod(Method):
+    """Shared by the autoencoder methods (AE-OT, AE-OT-GAN, WAE): optimizers over groups of nets."""
+
+    required_nets = ("encoder", "decoder")
+    has_critic = False
+    ema_net = "decoder"
+    #: optimizer name -> the networks it updates
+    optimizer_nets: ClassVar[dict[str, tuple[str, ...]]] = {"autoencoder": ("encoder", "decoder")}
+
+    def __init__(self, **kw):
+        missing = [n for n in self.required_nets if n not in kw]
+        if missing:
+            raise ValueError(f"method {kw.get('name')!r} needs an autoencoder model with nets {list(self.required_nets)} "
+                             f"(missing {missing}): use model=ae (or ae_conv / ae_mlp)")
+        super().__init__(**kw)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        unknown = [n for n in self._optim_factories if n not in self.optimizer_nets]
+        if unknown:
+            raise ValueError(f"method {self.name!r}: optimizers {unknown} unknown; expected {list(self.optimizer_nets)}")
+        return {name: make([p for net in self.optimizer_nets[name] for p in self.nets[net].parameters()])
+                for name, make in self._optim_factories.items()}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nets["encoder"](x)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decoder(encoder(x)): the autoencoder's reconstructions (the floor of R5's AE-OT table)."""
+        return self.nets["decoder"](self.encode(x))
