@@ -440,8 +440,10 @@ def _label_rows(rows: list[Row], by: Sequence[str] | None) -> None:
         if len(configs) < 2:
             continue
         keys = sorted({k for c in configs.values() for k in c})
-        differing = [k for k in keys if len({_json_key(c.get(k)) for c in configs.values()}) > 1]
-        shown = [f"{'.'.join(k.split('.')[-2:])}={_short(row.config.get(k))}" for k in differing[:4]]
+        # a key one config lacks and another sets (even to null) tells them apart too
+        differing = [k for k in keys if len({_json_key(c[k]) if k in c else "<absent>" for c in configs.values()}) > 1]
+        shown = [f"{'.'.join(k.split('.')[-2:])}={_short(row.config[k]) if k in row.config else '<absent>'}"
+                 for k in differing[:4]]
         row.variant = ", ".join(shown) + (f", +{len(differing) - 4} more" if len(differing) > 4 else "")
 
 

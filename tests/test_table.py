@@ -373,3 +373,15 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path: Path):
     assert statuses == ["completed", "completed"]
     (row,) = table.build_rows(table.load_measurements([sweep_dir]), "w2")
     assert row.stats.n == 2 and sorted(row.seeds) == [0, 1]
+
+
+def test_variant_labels_name_a_key_only_some_configs_have(tmp_path: Path):
+    """Runs differing only by a key one config lacks (a config default added between runs) are two groups,
+    and their labels say which key tells them apart."""
+    a = write_run(tmp_path, "a", method="gan", seed=0, fid=30.0)
+    b = write_run(tmp_path, "b", method="gan", seed=1, fid=31.0)
+    record = json.loads((b / "result.json").read_text())
+    record["config"]["trainer"]["lr_schedule"] = None
+    (b / "result.json").write_text(json.dumps(record))
+    rows = table.build_rows(table.load_measurements([a, b]), "fid")
+    assert sorted(r.variant for r in rows) == ["trainer.lr_schedule=<absent>", "trainer.lr_schedule=None"]
