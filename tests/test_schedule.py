@@ -52,3 +52,17 @@ def test_resume_across_a_milestone_equals_the_uninterrupted_run(tmp_path):
     assert resumed.fit().status == "completed"
     for (k, a), b in zip(full.method.state_dict().items(), resumed.method.state_dict().values()):
         assert torch.equal(a, b), f"{k} differs after resume"
+
+
+def test_interpolated_milestones_reach_the_trainer_resolved(tmp_path):
+    """Report rows set milestones by interpolation (budget.steps.e150): `otlab train` must resolve them."""
+    from omegaconf import OmegaConf
+
+    from otgan_lab import train
+
+    cfg = compose_cfg("method=gan", *CFG, "trainer.steps=6", "trainer.log_every=3", "eval.n_samples=200",
+                      "metrics.points2d.w2_points=100")
+    OmegaConf.set_struct(cfg, False)
+    cfg.trainer.lr_schedule = OmegaConf.create({"milestones": ["${trainer.log_every}"], "gamma": 0.5})
+    record = train.run(cfg, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
