@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -82,7 +84,8 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         if resume_from is not None:
             trainer.resume(resume_from)
             record["resumed_from"] = str(resume_from)
-        outcome = trainer.fit()
+        with _graceful_stop(trainer):
+            outcome = trainer.fit()
         record.update(
             status=outcome.status, steps=outcome.step, steps_per_sec=outcome.steps_per_sec,
             train_time=outcome.wall_time, final_losses=outcome.last_scalars, metrics=outcome.metrics,
@@ -128,12 +131,35 @@ def _summary(record: dict[str, Any]) -> str:
 
 def _interrupt_on_sigterm() -> None:
     """Schedulers (SLURM preemption, `timeout`, docker stop) send SIGTERM: treat it like Ctrl-C so the
-    run saves a checkpoint and records `interrupted`."""
+    run saves a checkpoint and records `interrupted` (outside training it raises KeyboardInterrupt)."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def _graceful_stop(trainer):
+    """During training the first Ctrl-C / SIGTERM asks the trainer to stop after the current step (a whole
+    step, so the checkpoint is consistent); a second one aborts at once. A raw KeyboardInterrupt can be
+    lost when it lands inside a finaliser (Python prints "Exception ignored" and goes on); a flag cannot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        trainer.stop_requested = True
+        print(f"\nsignal {signum}: stopping after this step (send it again to abort now)", flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

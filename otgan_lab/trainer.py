@@ -75,6 +75,7 @@ class Trainer:
         self.ema = EMA(method.ema_module, **{k: v for k, v in ema.items() if k != "enabled"}) if ema.get("enabled") else None
         self.eval_use_ema = eval_use_ema and self.ema is not None
         self.step = 0
+        self.stop_requested = False  # set from a signal handler: stop cleanly after the current step
         self._finite = torch.ones((), dtype=torch.bool, device=method.device)
 
     # -- state ----------------------------------------------------------------------------------------
@@ -176,6 +177,8 @@ class Trainer:
                         metrics = self.run_evaluation()
                     if self.step < self.steps and self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self.save_checkpoint()
+                    if self.stop_requested and self.step < self.steps:
+                        raise KeyboardInterrupt("stop requested")
             except KeyboardInterrupt:
                 status = "interrupted"
                 bar.message(f"interrupted at step {self.step}: saving a checkpoint")

@@ -120,3 +120,12 @@ def test_optimize_touches_only_the_named_network():
     ctx.optimize("a", b(a(torch.randn(5, 2))).pow(2).mean())
     assert all(p.grad is None for p in b.parameters())
     assert all(torch.equal(p, q) for p, q in zip(b.parameters(), b_before))
+
+
+def test_stop_request_ends_after_a_whole_step_with_a_checkpoint(tmp_path):
+    """What the Ctrl-C / SIGTERM handler of `otlab train` does: ask to stop; the step in flight completes."""
+    trainer = tiny_trainer(compose_cfg(*CFG), tmp_path, steps=50)
+    trainer.stop_requested = True
+    outcome = trainer.fit()
+    assert outcome.status == "interrupted" and outcome.step == 1
+    assert checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1].name == "step_00000001.pt"
