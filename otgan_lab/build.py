@@ -54,13 +54,13 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
     if cfg.eval.n_samples < 1:
         problems.append(f"eval.n_samples must be >= 1 (got {cfg.eval.n_samples})")
-    labels = [cfg.sampler.name]
+    labels = []  # eval.samplers records are keyed by these: two equal labels would overwrite each other
     for entry in plain["eval"].get("samplers") or []:
         try:
             labels.append(sampler_config(entry).name)
         except ConfigError as exc:
             problems.append(str(exc))
-    repeated = sorted({label for label in labels[1:] if labels[1:].count(label) > 1})
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         problems.append(f"eval.samplers: records {repeated} would overwrite each other; give each entry its own "
                         "name (e.g. {option: drs, name: drs_p90, percentile: 90})")

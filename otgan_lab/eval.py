@@ -28,21 +28,28 @@ USAGE = __doc__.split("\n\n")[1]
 _GROUPS = ("sampler", "metrics")
 
 
-def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """key=value arguments: `run`/`real` and group choices apart, dotted overrides kept in order."""
+def split_key_values(argv: list[str], special_keys: tuple[str, ...], usage: str) -> tuple[dict[str, str], list[str]]:
+    """key=value arguments of a non-Hydra command: `special_keys` apart, dotted overrides kept in order.
+    -h/--help or no argument prints `usage` and exits."""
     if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+        print(usage)
         sys.exit(0)
     bad = [a for a in argv if "=" not in a]
     if bad:
-        raise build.ConfigError(f"arguments must be key=value, got {bad}\n{USAGE}")
+        raise build.ConfigError(f"arguments must be key=value, got {bad}\n{usage}")
     special, dotted = {}, []
     for arg in argv:
         key, value = arg.split("=", 1)
-        if key in ("run", "real", "device", *_GROUPS):
+        if key in special_keys:
             special[key] = value
         else:
             dotted.append(arg)
+    return special, dotted
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """key=value arguments: `run`/`real` and group choices apart, dotted overrides kept in order."""
+    special, dotted = split_key_values(argv, ("run", "real", "device", *_GROUPS), USAGE)
     if ("run" in special) == ("real" in special):
         raise build.ConfigError(f"give exactly one of run=<run dir> or real=<dataset>\n{USAGE}")
     return special, dotted

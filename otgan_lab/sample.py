@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from otgan_lab import build, checkpoint, records
-from otgan_lab.eval import load_run
+from otgan_lab.eval import load_run, split_key_values
 from otgan_lab.evaluation import random_real
 from otgan_lab.viz import image_grid, save_png, scatter_plot
 
@@ -27,19 +27,7 @@ _SPECIAL = ("run", "n", "out", "seed", "sampler", "device")
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        sys.exit(0)
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise build.ConfigError(f"arguments must be key=value, got {bad}\n{USAGE}")
-    special, dotted = {}, []
-    for arg in argv:
-        key, value = arg.split("=", 1)
-        if key in _SPECIAL:
-            special[key] = value
-        else:
-            dotted.append(arg)
+    special, dotted = split_key_values(argv, _SPECIAL, USAGE)
     if "run" not in special:
         raise build.ConfigError(f"give run=<run dir>\n{USAGE}")
     if not special.get("n", "64").isdigit() or int(special.get("n", "64")) < 1:

@@ -38,10 +38,6 @@ class StepSchedule:
         self.base = {name: [group["lr"] for group in opt.param_groups] for name, opt in self.optimizers.items()}
         self._applied: int | None = None
 
-    def factor(self, step: int) -> float:
-        """The multiplier in force for the update made at generator iteration `step` (0-based)."""
-        return self.gamma ** bisect.bisect_right(self.milestones, step)
-
     def apply(self, step: int) -> None:
         """Set every optimizer's rates for `step`; a no-op between milestones (no per-step cost)."""
         phase = bisect.bisect_right(self.milestones, step)

@@ -62,6 +62,10 @@ def test_critic_real_fake_matches_separate_passes(batchnorm):
     method = build.build_method(compose_cfg(*overrides), torch.device("cpu"))
     assert method._critic_has_batchnorm() == batchnorm
     real, fake = torch.randn(16, 2), torch.randn(16, 2) + 3
+    calls = []
+    hook = method.critic_module.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     score_real, score_fake = method.critic_real_fake(real, fake)
+    hook.remove()
+    assert calls == ([16, 16] if batchnorm else [32])  # one fused pass unless BatchNorm needs two
     assert torch.allclose(score_real, method.critic(real), atol=1e-6)
     assert torch.allclose(score_fake, method.critic(fake), atol=1e-6)

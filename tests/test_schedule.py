@@ -66,3 +66,5 @@ def test_interpolated_milestones_reach_the_trainer_resolved(tmp_path):
     cfg.trainer.lr_schedule = OmegaConf.create({"milestones": ["${trainer.log_every}"], "gamma": 0.5})
     record = train.run(cfg, tmp_path / "run")
     assert record["status"] == "completed", record.get("error")
+    state = checkpoint.load(record["checkpoint"])
+    assert state["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.5)  # applied
