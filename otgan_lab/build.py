@@ -17,6 +17,7 @@ from otgan_lab.amp import PrecisionError, resolve_precision
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.evaluation import Evaluator
 from otgan_lab.loggers import JsonlLogger, Logger, MultiLogger, WandbLogger
+from otgan_lab.optim import IMPLEMENTATIONS
 from otgan_lab.schedule import schedule_problems
 
 # dataset-config keys that describe the dataset rather than being arguments of its factory
@@ -70,6 +71,9 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(f"trainer.lr_schedule must be null or {{milestones: [...], gamma: g}} (got {schedule})")
         else:
             problems += schedule_problems(schedule.get("milestones"), schedule.get("gamma", 0.1))
+    if cfg.trainer.optimizer_impl not in IMPLEMENTATIONS:
+        problems.append(f"trainer.optimizer_impl must be one of {', '.join(IMPLEMENTATIONS)} "
+                        f"(got {cfg.trainer.optimizer_impl})")
     if cfg.trainer.resume not in ("auto", True, False):
         problems.append(f"trainer.resume must be auto, true or false (got {cfg.trainer.resume})")
     try:

@@ -76,7 +76,7 @@ def run(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None, overr
         trainer = Trainer(
             method, data, precision, out_dir, logger, steps=t.steps, log_every=t.log_every,
             eval_every=cfg.eval.every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-            grad_clip=t.grad_clip, lr_schedule=OmegaConf.to_container(t.lr_schedule, resolve=True) if t.lr_schedule else None,
+            grad_clip=t.grad_clip, optimizer_impl=t.optimizer_impl, lr_schedule=OmegaConf.to_container(t.lr_schedule, resolve=True) if t.lr_schedule else None,
             ema=OmegaConf.to_container(t.ema, resolve=True), eval_use_ema=cfg.eval.use_ema,
             eval_seed=cfg.eval.seed, evaluate=evaluator, config=OmegaConf.to_container(cfg, resolve=True),
             progress=t.progress,

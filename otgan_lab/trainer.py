@@ -55,6 +55,7 @@ class Trainer:
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 2,
         grad_clip: float | None = None,
+        optimizer_impl: str = "auto",
         lr_schedule: dict[str, Any] | None = None,
         ema: dict[str, Any] | None = None,
         eval_use_ema: bool = False,
@@ -68,7 +69,7 @@ class Trainer:
         self.steps, self.log_every, self.eval_every = steps, max(1, log_every), eval_every
         self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
         self.evaluate, self.eval_seed, self.config, self.progress = evaluate, eval_seed, config or {}, progress
-        self.optimizers = method.configure_optimizers()
+        self.optimizers = method.configure_optimizers(optimizer_impl)
         self.ctx = StepContext(self.optimizers, precision, grad_clip)
         self.schedule = StepSchedule(self.optimizers, **lr_schedule) if lr_schedule else None
         ema = dict(ema or {})
@@ -97,7 +98,11 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             for name, opt in self.optimizers.items():
+                # the kernel (fused / foreach) is this run's trainer.optimizer_impl, not the checkpoint's
+                kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
                 opt.load_state_dict(state["optimizers"][name])
+                for group, kernel in zip(opt.param_groups, kernels):
+                    group.update(kernel)
             if self.schedule is not None:
                 self.schedule.reset()  # the loaded rates are re-derived from the step
             self.ctx.load_state_dict(state["scalers"])

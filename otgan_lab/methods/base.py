@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from otgan_lab.amp import StepContext
+from otgan_lab.optim import build_optimizer
 
 RealBatches = Callable[[int], torch.Tensor]
 PRIOR_KINDS = ("normal", "uniform")
@@ -115,11 +116,13 @@ class Method(nn.Module):
         return self.nets[self.ema_net]
 
     # -- training ---------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, implementation: str = "auto") -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per configured network; `implementation` picks torch's kernel (otgan_lab.optim)."""
         unknown = [n for n in self._optim_factories if n not in self.nets]
         if unknown:
             raise ValueError(f"method {self.name!r}: optimizers for unknown networks {unknown}")
-        return {n: make(self.nets[n].parameters()) for n, make in self._optim_factories.items()}
+        return {n: build_optimizer(make, self.nets[n].parameters(), implementation)
+                for n, make in self._optim_factories.items()}
 
     def train_step(self, real: RealBatches, ctx: StepContext) -> dict[str, torch.Tensor]:
         """One generator iteration; returns detached scalar tensors to log (no .item() here)."""
@@ -151,11 +154,12 @@ class AutoEncoderMethod(Method):
                              f"(missing {missing}): use model=ae (or ae_conv / ae_mlp)")
         super().__init__(**kw)
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, implementation: str = "auto") -> dict[str, torch.optim.Optimizer]:
         unknown = [n for n in self._optim_factories if n not in self.optimizer_nets]
         if unknown:
             raise ValueError(f"method {self.name!r}: optimizers {unknown} unknown; expected {list(self.optimizer_nets)}")
-        return {name: make([p for net in self.optimizer_nets[name] for p in self.nets[net].parameters()])
+        return {name: build_optimizer(make, [p for net in self.optimizer_nets[name] for p in self.nets[net].parameters()],
+                                      implementation)
                 for name, make in self._optim_factories.items()}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
