@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,41 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
     return device
+
+
+@contextlib.contextmanager
+def claim_gpu(lock_dir: str | Path, job_index: int, count: int | None = None, poll_s: float = 1.0):
+    """Hold one GPU for a parallel sweep job on a machine with several: yields `cuda:k`.
+
+    Each GPU has a lock file in `lock_dir` (the sweep dir); a job takes the first free one, trying
+    `job_index % count` first so that jobs spread round-robin, and waits while all are taken. The lock is
+    an flock on an open file, so the kernel releases it when the job ends, however it ends.
+    """
+    import fcntl
+
+    count = torch.cuda.device_count() if count is None else int(count)
+    if count < 1:
+        raise ConfigError("claim_gpu needs at least one visible GPU")
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    order = [(job_index + k) % count for k in range(count)]
+    while True:
+        for gpu in order:
+            handle = open(lock_dir / f"gpu{gpu}.lock", "w")  # held (locked) for the job's lifetime
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield torch.device(f"cuda:{gpu}")
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(poll_s)
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:

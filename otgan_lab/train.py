@@ -162,6 +162,20 @@ def _graceful_stop(trainer):
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def _job_device(cfg: DictConfig, sweep_dir: str, job_index: int | None):
+    """A sweep job with device=auto on a machine with several GPUs holds one of them (build.claim_gpu) and
+    trains there; otherwise the device is left as configured (a SLURM job sees only its own GPU)."""
+    import torch
+
+    if job_index is None or cfg.device != "auto" or torch.cuda.device_count() < 2:
+        yield
+        return
+    with build.claim_gpu(Path(sweep_dir) / ".gpu_locks", job_index) as device:
+        cfg.device = str(device)
+        yield
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -174,8 +188,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     console = Console(stderr=True, soft_wrap=True)
     try:
         primary = cfg.metrics.get("primary")
-        record = run(cfg, hc.runtime.output_dir, group=Path(hc.sweep.dir).name if multirun else None,
-                     overrides=list(hc.overrides.task), primary_metric=primary)
+        with _job_device(cfg, hc.sweep.dir, hc.job.num if multirun else None):
+            record = run(cfg, hc.runtime.output_dir, group=Path(hc.sweep.dir).name if multirun else None,
+                         overrides=list(hc.overrides.task), primary_metric=primary)
     except build.ConfigError as exc:
         console.print(f"[bold red]otlab train:[/] {exc}")
         if multirun:

@@ -385,3 +385,31 @@ def test_variant_labels_name_a_key_only_some_configs_have(tmp_path: Path):
     (b / "result.json").write_text(json.dumps(record))
     rows = table.build_rows(table.load_measurements([a, b]), "fid")
     assert sorted(r.variant for r in rows) == ["trainer.lr_schedule=<absent>", "trainer.lr_schedule=None"]
+
+
+def test_parallel_sweep_jobs_each_hold_their_own_gpu(tmp_path):
+    """build.claim_gpu (device=auto in a multirun with several GPUs): concurrent jobs get different GPUs,
+    round-robin by job number when free, and a job waits while every GPU is held."""
+    import threading
+
+    import torch
+
+    gpu = [torch.device("cuda:0"), torch.device("cuda:1")]
+    with build.claim_gpu(tmp_path, 1, count=2) as first:
+        assert first == gpu[1]  # job 1 prefers GPU 1
+        with build.claim_gpu(tmp_path, 3, count=2) as second:
+            assert second == gpu[0]  # job 3 prefers GPU 1 too, which is held: it takes GPU 0
+            got = []
+            waiter = threading.Thread(target=lambda: got.append(_claim_and_release(tmp_path, 0)))
+            waiter.start()
+            waiter.join(0.3)
+            assert waiter.is_alive() and not got  # both GPUs held: job 0 waits
+        waiter.join(5)
+        assert got == [gpu[0]]  # GPU 0 came free first
+    with build.claim_gpu(tmp_path, 1, count=2) as again:
+        assert again == gpu[1]  # locks are released on exit
+
+
+def _claim_and_release(lock_dir, job_index):
+    with build.claim_gpu(lock_dir, job_index, count=2, poll_s=0.01) as device:
+        return device
