@@ -128,3 +128,26 @@ def test_wgan_clip_schedule():
     assert [critic_steps(i, 5, True) for i in (25, 499, 501)] == [5, 5, 5]
     assert critic_steps(500, 5, True) == 100 and critic_steps(1000, 5, True) == 100
     assert critic_steps(0, 5, False) == 5
+
+
+def test_gan_losses_keep_saturated_gradients_under_bf16_autocast():
+    """A critic trained under bf16 autocast emits bf16 logits; the losses' gradients must still be the fp32
+    closed form d/dl softplus(-l) = sigmoid(l) - 1, which bf16 rounds to 0 or doubles for l >= 5."""
+    from otgan_lab.methods.gan import GAN
+    from otgan_lab.nets.mlp import MLPCritic, MLPGenerator
+
+    logits = torch.tensor([4.0, 5.0, 6.0, 7.0, 8.0], dtype=torch.float64)
+    expected = (torch.sigmoid(logits) - 1.0) / len(logits)  # the non-saturating generator loss's gradient
+    bf16 = logits.to(torch.bfloat16).requires_grad_(True)  # 4..8 are exact in bf16
+    gan_generator_loss(bf16).backward()
+    torch.testing.assert_close(bf16.grad.double(), expected, rtol=1e-2, atol=0)  # the grad itself is bf16
+    bf16.grad = None
+    gan_critic_loss(-bf16, bf16).backward()  # real logits -l, fake logits l: sigmoid(l) / n per fake term
+    torch.testing.assert_close(bf16.grad.double(), 2 * torch.sigmoid(logits) / len(logits), rtol=1e-2, atol=0)
+
+    # a critic run under CPU bf16 autocast still hands float32 scores to losses and samplers
+    method = GAN(name="gan", batch_size=4, prior={"kind": "normal", "dim": 3}, optim={},
+                 generator=MLPGenerator(z_dim=3), critic=MLPCritic())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert method.nets["critic"](torch.randn(4, 2)).dtype == torch.bfloat16
+        assert method.critic(torch.randn(4, 2)).dtype == torch.float32

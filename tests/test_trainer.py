@@ -94,20 +94,6 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     assert outcome.status == "completed"
 
 
-def test_auto_precision_on_cpu_follows_native_bf16(tmp_path, monkeypatch):
-    from otgan_lab import amp
-
-    flags = tmp_path / "cpuinfo"
-    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    assert amp.cpu_has_native_bf16(str(flags))
-    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16x\n")  # whole flags only
-    assert not amp.cpu_has_native_bf16(str(flags))
-    assert not amp.cpu_has_native_bf16(str(tmp_path / "missing"))
-    for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda native=native: native)
-        assert amp.resolve_precision("auto", "cpu").name == expected
-
-
 def test_input_grad_is_unscaled_under_a_grad_scaler():
     """The AMP penalty recipe: differentiate the scaled output, divide by the scale (checked with a fake
     scaler on CPU since fp16 autocast needs CUDA)."""

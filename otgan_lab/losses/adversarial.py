@@ -3,7 +3,9 @@
 GAN (Goodfellow et al. 2014) on logits l: critic softplus(-l(x)) + softplus(l(G(z))); generator
 non-saturating softplus(-l(G(z))) or minimax -softplus(l(G(z))). WGAN (Arjovsky et al. 2017): the critic
 minimises E f(G(z)) - E f(x), so it scores real data higher; the generator minimises -E f(G(z)).
-All losses are batch means.
+All losses are batch means, computed in float32 whatever the scores' dtype: under bf16 autocast a logit's
+sigmoid near saturation (the gradient of softplus) rounds 1 - sigmoid(l) to 0 or doubles it, and a
+difference of two bf16 means keeps ~2 significant digits.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import torch.nn.functional as F
 
 
 def gan_critic_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+    return F.softplus(-logits_real.float()).mean() + F.softplus(logits_fake.float()).mean()
 
 
 def gan_generator_loss(logits_fake: torch.Tensor, form: str = "non_saturating") -> torch.Tensor:
+    logits_fake = logits_fake.float()
     if form == "non_saturating":
         return F.softplus(-logits_fake).mean()
     if form == "minimax":
@@ -25,8 +28,8 @@ def gan_generator_loss(logits_fake: torch.Tensor, form: str = "non_saturating") 
 
 
 def wasserstein_critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
-    return score_fake.mean() - score_real.mean()
+    return score_fake.float().mean() - score_real.float().mean()
 
 
 def wasserstein_generator_loss(score_fake: torch.Tensor) -> torch.Tensor:
-    return -score_fake.mean()
+    return -score_fake.float().mean()

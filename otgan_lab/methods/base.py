@@ -81,8 +81,10 @@ class Method(nn.Module):
         return self.generate(self.prior(n))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw score (n,): a logit for GAN-type methods, a critic value for Wasserstein ones."""
-        return self.nets["critic"](x)
+        """Raw score (n,): a logit for GAN-type methods, a critic value for Wasserstein ones; float32 even
+        under bf16/fp16 autocast, where the last layer emits 8 mantissa bits: a saturated logit's sigmoid
+        (every GAN loss and DRS) would round 1 - sigmoid(l) to 0 or double it."""
+        return self.nets["critic"](x).float()
 
     def critic_real_fake(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Critic scores of a real and a generated batch, for a critic loss.

@@ -60,7 +60,7 @@ class OTGAN(Method):
         if not self.has_critic:
             raise NotImplementedError("OT-GAN (loss=energy) has no scalar critic: its critic is the embedding "
                                       "of a learned cosine cost (has_critic is False); use embed(x)")
-        return self.nets["critic"](x)
+        return self.nets["critic"](x).float()  # float32 scores under autocast, as Method.critic
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The critic's L2-normalised embedding (n, critic_out_dim) that defines the cosine cost."""

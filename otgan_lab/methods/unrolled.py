@@ -54,7 +54,7 @@ class UnrolledGAN(Method):
         self.unroll_steps, self.variant, self.generator_loss = int(unroll_steps), variant, generator_loss
 
     def _logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.critic_module, params, (x,))
+        return functional_call(self.critic_module, params, (x,)).float()  # float32 logits, as Method.critic
 
     def _inner_step(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor]):
         """(differentiable step function, its initial state) mirroring the critic's real optimizer."""
