@@ -39,6 +39,11 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged (losses and scores keep full precision)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def resolve_precision(requested: str, device: torch.device | str) -> Precision:
     """fp32 | bf16 | fp16 | auto -> a concrete policy; clear errors for what the device cannot do.
 

@@ -3,7 +3,7 @@
 GAN (Goodfellow et al. 2014) on logits l: critic softplus(-l(x)) + softplus(l(G(z))); generator
 non-saturating softplus(-l(G(z))) or minimax -softplus(l(G(z))). WGAN (Arjovsky et al. 2017): the critic
 minimises E f(G(z)) - E f(x), so it scores real data higher; the generator minimises -E f(G(z)).
-All losses are batch means, computed in float32 whatever the scores' dtype: under bf16 autocast a logit's
+All losses are batch means, computed in float32 when the scores are half precision: under bf16 autocast a logit's
 sigmoid near saturation (the gradient of softplus) rounds 1 - sigmoid(l) to 0 or doubles it, and a
 difference of two bf16 means keeps ~2 significant digits.
 """
@@ -13,13 +13,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from otgan_lab.amp import upcast
+
 
 def gan_critic_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return F.softplus(-logits_real.float()).mean() + F.softplus(logits_fake.float()).mean()
+    return F.softplus(-upcast(logits_real)).mean() + F.softplus(upcast(logits_fake)).mean()
 
 
 def gan_generator_loss(logits_fake: torch.Tensor, form: str = "non_saturating") -> torch.Tensor:
-    logits_fake = logits_fake.float()
+    logits_fake = upcast(logits_fake)
     if form == "non_saturating":
         return F.softplus(-logits_fake).mean()
     if form == "minimax":
@@ -28,8 +30,8 @@ def gan_generator_loss(logits_fake: torch.Tensor, form: str = "non_saturating") 
 
 
 def wasserstein_critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
-    return score_fake.float().mean() - score_real.float().mean()
+    return upcast(score_fake).mean() - upcast(score_real).mean()
 
 
 def wasserstein_generator_loss(score_fake: torch.Tensor) -> torch.Tensor:
-    return -score_fake.float().mean()
+    return -upcast(score_fake).mean()

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from otgan_lab.amp import StepContext
+from otgan_lab.amp import StepContext, upcast
 from otgan_lab.optim import build_optimizer
 
 RealBatches = Callable[[int], torch.Tensor]
@@ -81,10 +81,10 @@ class Method(nn.Module):
         return self.generate(self.prior(n))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw score (n,): a logit for GAN-type methods, a critic value for Wasserstein ones; float32 even
+        """Raw score (n,): a logit for GAN-type methods, a critic value for Wasserstein ones; at least float32
         under bf16/fp16 autocast, where the last layer emits 8 mantissa bits: a saturated logit's sigmoid
         (every GAN loss and DRS) would round 1 - sigmoid(l) to 0 or double it."""
-        return self.nets["critic"](x).float()
+        return upcast(self.nets["critic"](x))
 
     def critic_real_fake(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Critic scores of a real and a generated batch, for a critic loss.

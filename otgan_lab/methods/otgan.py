@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from otgan_lab.amp import upcast
 from otgan_lab.losses.adversarial import gan_critic_loss, gan_generator_loss
 from otgan_lab.methods.base import Method
 from otgan_lab.ot.energy import minibatch_energy_distance
@@ -60,7 +61,7 @@ class OTGAN(Method):
         if not self.has_critic:
             raise NotImplementedError("OT-GAN (loss=energy) has no scalar critic: its critic is the embedding "
                                       "of a learned cosine cost (has_critic is False); use embed(x)")
-        return self.nets["critic"](x).float()  # float32 scores under autocast, as Method.critic
+        return upcast(self.nets["critic"](x))  # float32 scores under autocast, as Method.critic
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The critic's L2-normalised embedding (n, critic_out_dim) that defines the cosine cost."""

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from otgan_lab.amp import upcast
 from otgan_lab.losses.adversarial import gan_critic_loss, gan_generator_loss
 from otgan_lab.losses.unrolled import (
     adam_state_from_optimizer,
@@ -54,7 +55,7 @@ class UnrolledGAN(Method):
         self.unroll_steps, self.variant, self.generator_loss = int(unroll_steps), variant, generator_loss
 
     def _logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.critic_module, params, (x,)).float()  # float32 logits, as Method.critic
+        return upcast(functional_call(self.critic_module, params, (x,)))  # float32 logits, as Method.critic
 
     def _inner_step(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor]):
         """(differentiable step function, its initial state) mirroring the critic's real optimizer."""
