@@ -413,3 +413,20 @@ def test_parallel_sweep_jobs_each_hold_their_own_gpu(tmp_path):
 def _claim_and_release(lock_dir, job_index):
     with build.claim_gpu(lock_dir, job_index, count=2, poll_s=0.01) as device:
         return device
+
+
+def test_sweep_jobs_with_device_auto_take_a_gpu_only_when_several_are_visible(tmp_path, monkeypatch):
+    import torch
+
+    from otgan_lab.train import _job_device
+    from tests.helpers import compose_cfg
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device, job, expected in (("auto", 3, "cuda:1"), ("auto", None, "auto"), ("cpu", 3, "cpu")):
+        cfg = compose_cfg(f"device={device}")
+        with _job_device(cfg, str(tmp_path), job):
+            assert cfg.device == expected
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = compose_cfg("device=auto")
+    with _job_device(cfg, str(tmp_path), 3):
+        assert cfg.device == "auto"  # one GPU (or a SLURM job's own): nothing to share out
