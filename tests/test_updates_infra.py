@@ -112,9 +112,10 @@ def test_drs_acceptance_probability_is_the_azadi_closed_form():
 
 
 def drs_replay(draws: list[Tensor], burn_in: int, percentile: float | None, eps: float, n: int,
-               seed: int) -> np.ndarray:
+               seed: int) -> tuple[np.ndarray, list[float]]:
     """DRS from the recorded generator draws: burn-in max, then per batch: raise D̃_M to the batch max,
-    γ = batch percentile of F (linear interpolation), accept iff U < σ(F − γ); first n accepted."""
+    γ = batch percentile of F (linear interpolation), accept iff U < σ(F − γ); first n accepted.
+    Returns (accepted, D̃_M after the burn-in and after each batch)."""
     uniforms = gen(seed)
     zs = [d.reshape(-1).numpy() for d in draws]
     burned, max_logit, k = 0, -np.inf, 0
@@ -124,15 +125,17 @@ def drs_replay(draws: list[Tensor], burn_in: int, percentile: float | None, eps:
         k += 1
     assert burned == burn_in
     kept: list[np.ndarray] = []
+    trace = [max_logit]
     for z in zs[k:]:
         logit = true_logit(z)
         max_logit = max(max_logit, logit.max())
+        trace.append(max_logit)
         delta = logit - max_logit
         f = delta - np.log1p(-np.exp(delta - eps))
         gamma = np.percentile(f, percentile) if percentile is not None else 0.0
         u = torch.rand(len(z), dtype=torch.float64, generator=uniforms).numpy()
         kept.append(z[u < azadi_accept_prob(logit, max_logit, gamma, eps)])
-    return np.concatenate(kept)[:n]
+    return np.concatenate(kept)[:n], trace
 
 
 @pytest.mark.parametrize("percentile", [None, 80.0])
@@ -140,9 +143,11 @@ def test_drs_sampler_equals_the_replayed_algorithm(percentile):
     method = RecordingMethod(seed=1)
     sampler = DRSSampler(burn_in=700, percentile=percentile, eps=1e-6, batch_size=300)
     x = sampler.sample(method, 450, generator=gen(2)).reshape(-1).numpy()
-    want = drs_replay(method.drawn, 700, percentile, 1e-6, 450, seed=2)
+    want, trace = drs_replay(method.drawn, 700, percentile, 1e-6, 450, seed=2)
     assert len(x) == 450
     np.testing.assert_array_equal(x, want)
+    # D̃_M: the max logit over the burn-in draws, then raised to each sampling batch's max
+    np.testing.assert_allclose(sampler.max_logit_trace, trace, rtol=0, atol=1e-12)
 
 
 def test_drs_accepted_samples_follow_p_data():
