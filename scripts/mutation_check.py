@@ -450,7 +450,7 @@ def stale_reason(mutant: Mutant, root: Path) -> str | None:
 def tests_for(mutant: Mutant, root: Path, all_tests: bool) -> tuple[list[str], tuple[str, ...]]:
     if all_tests:
         return ["tests"], ()
-    present = [t for t in mutant.tests if (root / t).exists()]
+    present = [t for t in mutant.tests if (root / t.split("::")[0]).exists()]  # a file or file::test
     return present, tuple(t for t in mutant.tests if t not in present)
 
 
