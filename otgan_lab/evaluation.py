@@ -2,14 +2,15 @@
 picture of the samples. Built by train.py / eval.py from config and handed to the trainer as a callable.
 
 Metric suites are registered by name; each takes (generated samples, dataset, **params) and returns floats,
-and may describe its protocol (backbone, reference split...). A `metrics` config is `n_samples` plus one
-entry per suite with its parameters. The protocol (suites, their parameters, sample count, sampler) is
+declares what the keys it returns mean (`otgan_lab.metrics.spec.declares`: display name and which direction
+is better) and may describe its protocol (backbone, reference split...). A `metrics` config is `n_samples`
+plus one entry per suite with its parameters. The protocol (suites, their parameters, sample count, sampler) is
 recorded with every number so that `otlab table` only compares numbers measured the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ from otgan_lab.data.base import DeviceDataset
 from otgan_lab.loggers import Logger
 from otgan_lab.metrics.images import class_metrics, image_metrics, image_protocol, stacked_modes
 from otgan_lab.metrics.points2d import points2d_metrics
+from otgan_lab.metrics.spec import MetricSpec, declares, prefixed, specs_of, specs_record
 from otgan_lab.viz import image_grid, save_png, scatter_plot
 
 Suite = Callable[..., dict[str, float]]
 
 
+@declares(specs_of(points2d_metrics))
 def _points2d(fake: torch.Tensor, data: DeviceDataset, **params) -> dict[str, float]:
     if data.kind != "points" or "centres" not in data.meta:
         raise ValueError(f"the points2d metrics need a 2-D mixture dataset, not {data.name!r}")
@@ -36,8 +39,11 @@ SUITES: dict[str, Suite] = {"points2d": _points2d, "fid": image_metrics, "classi
 PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"fid": image_protocol}
 
 
-def register_suite(name: str, fn: Suite, protocol: Callable[..., dict[str, Any]] | None = None) -> None:
-    SUITES[name] = fn
+def register_suite(name: str, fn: Suite, protocol: Callable[..., dict[str, Any]] | None = None,
+                   specs: Mapping[str, MetricSpec] | None = None) -> None:
+    """Add a suite; `specs` declares its keys when `fn` was not decorated with `declares` (a key nothing
+    declares has no direction: `otlab table` then asks for --goal)."""
+    SUITES[name] = declares({**specs_of(fn), **(specs or {})})(fn) if specs else fn
     if protocol is not None:
         PROTOCOLS[name] = protocol
 
@@ -60,6 +66,21 @@ class Evaluator:
                   for k, v in self.suites.items()}
         return {"n_samples": self.n_samples, "sampler": getattr(self.sampler, "name", "standard"),
                 "suites": suites, "dataset": self.data.name}
+
+    @property
+    def declared_specs(self) -> dict[str, MetricSpec]:
+        """What every key this evaluator can log means: the suites' keys and the sampler's sampler/<key>."""
+        specs: dict[str, MetricSpec] = {}
+        for suite in self.suites:
+            specs.update(specs_of(SUITES[suite]))
+        specs.update(prefixed(getattr(type(self.sampler), "stat_specs", {}), "sampler/"))
+        return specs
+
+    @property
+    def metric_specs(self) -> dict[str, dict[str, str | None]]:
+        """{key: {"display": ..., "goal": "min" | "max" | None}} for result.json (`record["metric_specs"]`):
+        known before any evaluation, so even a run that fails early records its metrics' directions."""
+        return specs_record(self.declared_specs)
 
     @property
     def name(self) -> str:

@@ -16,6 +16,11 @@ group becomes a row: mean ± std over seeds, a 95 % t-interval, seed count, best
   row per protocol with a note saying what differs.
 - `--report rN` lays the table out as report N's rows (otgan_lab/reports.py) with the published value beside
   ours, and states whether our ordering of the rows agrees with the report's (Kendall's tau, in words).
+- Which direction is better comes from the metric's declaration (otgan_lab/metrics/spec.py): the records'
+  `metric_specs` first, else the code's declarations (older records), else none: the table then says so and
+  marks no best until `--goal min|max` is given. Nothing is inferred from a metric's name.
+- A result.json that cannot be read or does not have a record's shape (records.record_problems) is a row of
+  status "unreadable" whose notes say which key is wrong; every other row still prints.
 
 The work is done by pure functions (load_measurements, build_rows, compare_with_report, records_for_display,
 render_*); main() only parses argv and writes files.
@@ -31,7 +36,8 @@ import math
 import shutil
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from otgan_lab.records import RESULT_FILE
+from otgan_lab.metrics.spec import MetricSpec, lookup_spec, prefixed
+from otgan_lab.records import RESULT_FILE, record_problems
 from otgan_lab.reports import REPORTS, Report, ReportRow, Selector
 
 # Config keys that never change what a run measures: they must not split seeds into different groups.
@@ -50,10 +57,9 @@ BOOKKEEPING_KEYS = (
 # Row fields that --by may name directly (anything else is a dotted config key).
 RECORD_FIELDS = ("method", "sampler", "dataset", "model", "precision", "status")
 NOT_COMPLETED = ("diverged", "failed", "interrupted", "running", "unreadable")
-_HIGHER_IS_BETTER = ("modes_covered", "hq_share", "inception_score", "is", "precision", "recall", "accuracy",
-                     "coverage", "density", "acceptance_rate")
-# Metrics tried, in order, when neither --metric, --report nor the records name one.
-_PREFERRED_METRICS = ("fid", "fid_domain", "kid", "w2")
+# The metric name of a table whose records name none (every run failed before it was evaluated, in an old
+# record): the table still lists the runs, and says that no metric was recorded.
+NO_METRIC = "(no metric recorded)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,6 +86,8 @@ class Measurement:
     error: str | None = None
     primary_metric: str | None = None
     precision: str | None = None
+    # {metric: {"display": ..., "goal": ...}} declared by the run (top level and this sampler's entry)
+    metric_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -147,8 +155,18 @@ def sampler_name(record: dict[str, Any]) -> str:
     return name[: -len("Sampler")].lower() if name.endswith("Sampler") and len(name) > len("Sampler") else name
 
 
+def _primary_metric(record: dict[str, Any]) -> str | None:
+    """The metric the run was tuned for: the record's primary_metric, else its config's metrics.primary."""
+    if isinstance(record.get("primary_metric"), str) and record["primary_metric"]:
+        return record["primary_metric"]
+    metrics_cfg = (record.get("config") or {}).get("metrics")
+    primary = metrics_cfg.get("primary") if isinstance(metrics_cfg, dict) else None
+    return primary if isinstance(primary, str) and primary else None
+
+
 def measurements_from_record(record: dict[str, Any], path: Path) -> list[Measurement]:
-    """Expand one result.json into one measurement per sampler it was evaluated with."""
+    """Expand one result.json into one measurement per sampler it was evaluated with (a well-formed record:
+    see records.record_problems)."""
     config = record.get("config") or {}
     ignore = _seed_derived_keys(path.parent)
     flat = {k: v for k, v in flatten(config).items() if not _is_bookkeeping(k, ignore)}
@@ -161,30 +179,57 @@ def measurements_from_record(record: dict[str, Any], path: Path) -> list[Measure
         dataset=str(record.get("dataset", "?")), model=str(record.get("model", "?")), seed=record.get("seed"),
         config=flat, wall_time=_float(record.get("wall_time")), steps=record.get("steps"),
         steps_per_sec=_float(record.get("steps_per_sec")), error=record.get("error"),
-        primary_metric=record.get("primary_metric"), precision=record.get("precision"),
+        primary_metric=_primary_metric(record), precision=record.get("precision"),
     )
+    specs = dict(record.get("metric_specs") or {})
     samplers = record.get("samplers") or {}
-    if isinstance(samplers, dict) and samplers:
+    if samplers:
         return [Measurement(sampler=str(name), metrics=dict(entry.get("metrics") or {}),
-                            protocol=entry.get("protocol", record.get("protocol")), **common)
+                            protocol=entry.get("protocol", record.get("protocol")),
+                            metric_specs={**specs, **(entry.get("metric_specs") or {})}, **common)
                 for name, entry in samplers.items()]
     return [Measurement(sampler=sampler_name(record), metrics=dict(record.get("metrics") or {}),
-                        protocol=record.get("protocol"), **common)]
+                        protocol=record.get("protocol"), metric_specs=specs, **common)]
+
+
+def unreadable_measurement(path: Path, reason: str, record: Any = None) -> Measurement:
+    """A result.json the table cannot use, shown as a row of its own with the reason; what identifies the
+    run (method, dataset, model, seed) is kept when the record has it in a usable form."""
+    known = record if isinstance(record, dict) else {}
+
+    def text(key: str) -> str:
+        return known[key] if isinstance(known.get(key), str) else "?"
+
+    seed = known.get("seed")
+    sampler = sampler_name(known) if isinstance(known.get("sampler"), str) else "?"
+    return Measurement(path, "unreadable", text("method"), sampler, text("dataset"), text("model"),
+                       seed if isinstance(seed, (int, float, str)) else None, {}, None,
+                       {"path": str(path.parent)}, error=reason)
+
+
+def _malformed(problems: Sequence[str], shown: int = 3) -> str:
+    more = f" (+{len(problems) - shown} more)" if len(problems) > shown else ""
+    return f"malformed {RESULT_FILE}: " + "; ".join(problems[:shown]) + more
 
 
 def load_measurements(paths: Sequence[str | Path]) -> list[Measurement]:
-    """All measurements under `paths`; an unreadable result.json becomes an 'unreadable' measurement."""
+    """All measurements under `paths`; a result.json that cannot be read, or is not shaped like a record,
+    becomes an 'unreadable' measurement whose error says why (the others are unaffected)."""
     out: list[Measurement] = []
     for path in find_results(paths):
         try:
             record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
         except Exception as exc:  # a half-written or corrupt file is shown, not skipped
-            out.append(Measurement(path, "unreadable", "?", "?", "?", "?", None, {}, None,
-                                   {"path": str(path.parent)}, error=f"{exc.__class__.__name__}: {exc}"))
+            out.append(unreadable_measurement(path, f"{exc.__class__.__name__}: {exc}"))
             continue
-        out.extend(measurements_from_record(record, path))
+        problems = record_problems(record)
+        if problems:
+            out.append(unreadable_measurement(path, _malformed(problems), record))
+            continue
+        try:
+            out.extend(measurements_from_record(record, path))
+        except Exception as exc:  # a shape record_problems does not know yet: still one row, not a traceback
+            out.append(unreadable_measurement(path, f"{exc.__class__.__name__}: {exc}", record))
     return out
 
 
@@ -202,15 +247,16 @@ class SeedStats:
     best: float | None
 
 
-def seed_stats(values: Sequence[float], goal: str = "min", level: float = 0.95) -> SeedStats:
-    """Mean, sample std, t-interval (n - 1 degrees of freedom) and best value over seeds."""
+def seed_stats(values: Sequence[float], goal: str | None = "min", level: float = 0.95) -> SeedStats:
+    """Mean, sample std, t-interval (n - 1 degrees of freedom) and best value over seeds (None when the
+    metric has no direction)."""
     x = np.asarray(list(values), dtype=float)
     n = len(x)
     if n == 0:
         return SeedStats(0, None, None, None, None, None)
     with np.errstate(invalid="ignore"):
         mean = float(np.mean(x))
-    best = float(np.min(x) if goal == "min" else np.max(x))
+    best = None if goal is None else float(np.min(x) if goal == "min" else np.max(x))
     if n < 2:
         return SeedStats(1, mean, None, None, None, best)
     if not np.all(np.isfinite(x)):
@@ -220,28 +266,123 @@ def seed_stats(values: Sequence[float], goal: str = "min", level: float = 0.95) 
     return SeedStats(n, mean, std, mean - half, mean + half, best)
 
 
-def metric_goal(metric: str) -> str:
-    """'max' for metrics where higher is better (coverage, precision, IS...), else 'min' (FID, KID, W2...)."""
-    base = metric.rsplit("/", 1)[-1].lower()
-    return "max" if base in _HIGHER_IS_BETTER or base.startswith(("precision", "recall", "accuracy")) else "min"
+# ----------------------------------------------------------------------------------------------------------
+# Which metric, and which direction is better
+
+
+def _subclasses(package: str, base: type) -> list[type]:
+    """Every subclass of `base` defined in the modules of `package` (imported here)."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{package}.{info.name}")
+    out, todo = [], list(base.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def code_declarations() -> Iterator[Mapping[str, MetricSpec]]:
+    """The metric declarations in the code, lazily (imports torch): the metric suites' keys, each sampler's
+    stats as sampler/<key>, each method's fit_end results. Records written before records carried their
+    `metric_specs` are read through these."""
+    from otgan_lab.evaluation import SUITES
+    from otgan_lab.metrics.spec import specs_of
+
+    for suite in SUITES.values():
+        yield specs_of(suite)
+    from otgan_lab.samplers.base import Sampler
+
+    for cls in _subclasses("otgan_lab.samplers", Sampler):
+        yield prefixed(cls.stat_specs, "sampler/")
+    from otgan_lab.methods.base import Method
+
+    for cls in _subclasses("otgan_lab.methods", Method):
+        yield cls.fit_end_specs
+
+
+@dataclass(frozen=True)
+class MetricChoice:
+    """The metric of a table: its key, display name, direction and where the direction came from."""
+
+    key: str
+    display: str
+    goal: str | None  # "min" | "max" | None (no declared direction: no best, no ordering by value)
+    source: str  # "--goal", "records", "code" or "undeclared"
+    note: str = ""  # said under the table when the direction is missing or contested
+
+    @property
+    def label(self) -> str:
+        """Column header: the display name with an arrow for the direction."""
+        return self.display + {"min": " ↓", "max": " ↑"}.get(self.goal or "", "")
+
+    @property
+    def title(self) -> str:
+        name = self.display if self.display == self.key else f"{self.display} [{self.key}]"
+        how = {"min": "lower is better", "max": "higher is better"}.get(self.goal or "")
+        return f"{name}, {how or 'direction not declared'}"
+
+
+def describe_metric(measurements: Sequence[Measurement], metric: str,
+                    goal: str | None = None) -> MetricChoice:
+    """The direction of `metric`: `goal` (--goal) if given, else what the records declare (`metric_specs`,
+    any status), else the code's declaration, else none, with a note saying so. Never read from the name."""
+    if metric == NO_METRIC:
+        return MetricChoice(metric, metric, None, "undeclared",
+                            "no record names a metric; pass --metric NAME")
+    declared = [MetricSpec.from_record(m.metric_specs[metric], metric)
+                for m in measurements if isinstance(m.metric_specs.get(metric), dict)]
+    code = None if declared else lookup_spec(metric, code_declarations())
+    display = declared[0].display if declared else code.display if code is not None else metric
+    if goal is not None:
+        return MetricChoice(metric, display, goal, "--goal")
+    informational = (f"{metric} is declared informational (no better direction); "
+                     "pass --goal min|max to rank by it")
+    if declared:
+        goals = list(dict.fromkeys(spec.goal for spec in declared))
+        if len(goals) > 1:
+            counts = ", ".join(f"{g or 'none'} in {sum(s.goal == g for s in declared)}" for g in goals)
+            return MetricChoice(metric, display, None, "records", f"the records disagree on the direction of "
+                                f"{metric} ({counts}); pass --goal min|max")
+        return MetricChoice(metric, display, goals[0], "records", "" if goals[0] else informational)
+    if code is not None:
+        return MetricChoice(metric, display, code.goal, "code", "" if code.goal else informational)
+    return MetricChoice(metric, display, None, "undeclared",
+                        f"direction of {metric} not declared; pass --goal min|max")
+
+
+def declared_goal(measurements: Sequence[Measurement], metric: str) -> str | None:
+    """The direction of `metric` that the records or the code declare (None: no direction)."""
+    return describe_metric(measurements, metric).goal
 
 
 def choose_metric(measurements: Sequence[Measurement], requested: str | None = None,
                   report: Report | None = None) -> str:
+    """--metric, else the report's, else the runs' primary metric (any status: a sweep of failed runs is
+    still headed by what it was run for), else a declared metric the runs measured, else NO_METRIC."""
     if requested:
         return requested
     if report is not None:
         return report.metric
-    done = [m for m in measurements if m.status == "completed"]
-    for m in done:
-        if m.primary_metric:
-            return m.primary_metric
-    names = [k for m in done for k, v in m.metrics.items() if _float(v) is not None]
-    for name in _PREFERRED_METRICS:
-        if name in names:
-            return name
-    usable = [k for k in names if not k.startswith("sampler/") and k != "modes_total"]
-    return usable[0] if usable else "fid"
+    primaries = Counter(m.primary_metric for m in measurements if m.primary_metric)
+    if primaries:
+        return primaries.most_common(1)[0][0]  # most common; ties go to the first record read
+    measured = list(dict.fromkeys(k for m in measurements if m.status == "completed"
+                                  for k, v in m.metrics.items() if _float(v) is not None))
+    declared = list(dict.fromkeys(k for m in measurements for k, s in m.metric_specs.items()
+                                  if isinstance(s, dict) and s.get("goal") is not None))
+    for key in [k for k in declared if k in measured] + declared:
+        return key
+    ranked = [k for k in measured if not k.startswith("sampler/")]
+    for key in ranked:  # an old record: the first measured metric that the code gives a direction
+        spec = lookup_spec(key, code_declarations())
+        if spec is not None and spec.goal is not None:
+            return key
+    return ranked[0] if ranked else NO_METRIC
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -318,7 +459,7 @@ class Row:
     status: str
     measurements: list[Measurement]
     metric: str
-    goal: str
+    goal: str | None  # None: the metric has no declared direction (no best; rows ordered by name)
     stats: SeedStats
     n_group: int  # runs in the whole group, any status
     protocol: dict[str, Any] | None = None
@@ -346,9 +487,13 @@ class Row:
 
     @property
     def value(self) -> float | None:
-        """What ranks this row: the mean; a run that did not complete ranks last (R4's 'inf')."""
+        """What ranks this row: the mean; a run that did not complete ranks last (R4's 'inf', or '-inf' for
+        a higher-is-better metric; no value when the metric has no direction, or for a record that could not
+        be read: that is no run's result)."""
+        if self.status == "unreadable":
+            return None
         if self.status != "completed":
-            return math.inf if self.goal == "min" else -math.inf
+            return {"min": math.inf, "max": -math.inf}.get(self.goal or "")
         return self.stats.mean
 
 
@@ -357,8 +502,8 @@ def _one_line(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _short_error(errors: Iterable[str | None]) -> str:
-    distinct = list(dict.fromkeys(_one_line(e or "no error recorded") for e in errors))
+def _short_error(errors: Iterable[str | None], limit: int = 160) -> str:
+    distinct = list(dict.fromkeys(_one_line(e or "no error recorded", limit) for e in errors))
     return "; ".join(distinct[:2]) + (f" (+{len(distinct) - 2} more)" if len(distinct) > 2 else "")
 
 
@@ -369,8 +514,9 @@ def _common(members: Sequence[Measurement], attr: str) -> str:
 
 def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[str] | None = None,
                goal: str | None = None) -> list[Row]:
-    """Group measurements and turn each group into rows (completed per protocol, then one per other status)."""
-    goal = goal or metric_goal(metric)
+    """Group measurements and turn each group into rows (completed per protocol, then one per other status).
+    `goal` overrides the metric's declared direction (describe_metric)."""
+    goal = goal or declared_goal(measurements, metric)
     groups: dict[str, list[Measurement]] = {}
     for m in measurements:
         groups.setdefault(group_key(m, by), []).append(m)
@@ -409,8 +555,9 @@ def build_rows(measurements: Sequence[Measurement], metric: str, by: Sequence[st
                       len(members))
             if status == "running":
                 row.notes.append("no final record: still running, or killed before it could write one")
-            else:
-                row.notes.append(_short_error(m.error for m in runs))
+            else:  # an unreadable record's reason names every key that is wrong: give it room
+                limit = 400 if status == "unreadable" else 160
+                row.notes.append(_short_error((m.error for m in runs), limit))
             rows.append(row)
     _label_rows(rows, by)
     _number_protocols(rows)
@@ -422,17 +569,27 @@ def _short(value: Any) -> str:
 
 
 def _label_rows(rows: list[Row], by: Sequence[str] | None) -> None:
-    """A short 'variant' for each row: what tells its group apart from others of the same method."""
+    """A short 'variant' for each row: what tells its group apart from others of the same method. An
+    unreadable record's row names its run dir instead (what to go and fix), and takes no part in the others'
+    labels (it has no config to compare)."""
+    for row in rows:
+        if row.status == "unreadable":
+            dirs = list(dict.fromkeys(str(m.run_dir) for m in row.measurements))
+            row.variant = dirs[0] + (f" (+{len(dirs) - 1} more)" if len(dirs) > 1 else "")
     if by:
         for row in rows:
             m = row.measurements[0]
-            row.variant = ", ".join(f"{'.'.join(k.split('.')[-2:])}={_short(field_value(m, k))}" for k in by
-                                    if k not in ("method", "sampler", "dataset", "model"))
+            if row.status != "unreadable":
+                row.variant = ", ".join(f"{'.'.join(k.split('.')[-2:])}={_short(field_value(m, k))}"
+                                        for k in by if k not in ("method", "sampler", "dataset", "model"))
         return
     families: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for row in rows:
-        families.setdefault((row.method, row.dataset, row.model), {})[row.key] = row.config
+        if row.status != "unreadable":
+            families.setdefault((row.method, row.dataset, row.model), {})[row.key] = row.config
     for row in rows:
+        if row.status == "unreadable":
+            continue
         if "report_row" in row.config:  # the report presets tag every run with its row
             row.variant = str(row.config["report_row"])
             continue
@@ -469,7 +626,7 @@ def sort_rows(rows: Sequence[Row]) -> list[Row]:
     def key(row: Row) -> tuple:
         v = row.value
         missing = v is None or (isinstance(v, float) and math.isnan(v))
-        score = 0.0 if missing else (v if row.goal == "min" else -v)
+        score = 0.0 if missing or row.goal is None else (v if row.goal == "min" else -v)
         return (row.dataset, missing, row.status != "completed", score, row.method, row.sampler, row.variant)
 
     return sorted(rows, key=key)
@@ -510,7 +667,7 @@ class ReportComparison:
     verdicts: list[str]
 
 
-def _published_score(rrow: ReportRow, goal: str) -> float | None:
+def _published_score(rrow: ReportRow, goal: str | None) -> float | None:
     """The published value in the direction of our metric; an expected rank stands in when none was printed."""
     if rrow.published is not None:
         return rrow.published
@@ -532,7 +689,11 @@ def compare_with_report(rows: Sequence[Row], report: Report) -> ReportComparison
     """Match our rows to the report's rows and state, per report table, whether the orderings agree."""
     matches = [(rrow, [r for r in rows if rrow.selector is not None and selector_matches(rrow.selector, r)])
                for rrow in report.rows]
-    goal = rows[0].goal if rows else metric_goal(report.metric)
+    goal = rows[0].goal if rows else describe_metric([], report.metric).goal
+    if goal is None:
+        note = describe_metric([m for r in rows for m in r.measurements], report.metric).note
+        verdict = f"no ordering check: {note or 'the metric has no direction'}"
+        return ReportComparison(report, matches, [verdict])
     verdicts: list[str] = []
     for table in dict.fromkeys(rrow.table for rrow in report.rows):
         pairs = [(rrow, ours) for rrow, ours in matches if rrow.table == table]
@@ -585,7 +746,8 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def _value_text(row: Row) -> str:
     if row.status != "completed":
-        return f"{'inf' if row.goal == 'min' else '-inf'} ({row.status})"
+        bound = "—" if row.value is None else _fmt(row.value)  # R4 writes a failed run as 'inf'
+        return f"{bound} ({row.status})"
     s = row.stats
     if s.mean is None:
         return f"— (no {row.metric})"
@@ -646,6 +808,9 @@ def records_for_display(rows: Sequence[Row], comparison: ReportComparison | None
 
 def table_notes(rows: Sequence[Row], comparison: ReportComparison | None = None) -> list[str]:
     notes = []
+    if rows and rows[0].goal is None:  # say why no row is marked best
+        choice = describe_metric([m for r in rows for m in r.measurements], rows[0].metric)
+        notes.append(choice.note or f"direction of {rows[0].metric} not declared; pass --goal min|max")
     legend = protocol_legend(rows)
     for pid, protocol in legend.items():
         notes.append(f"{pid}: {describe_protocol(protocol)}")
@@ -723,19 +888,21 @@ def render_csv(records: list[dict[str, Any]], metric: str) -> str:
 def render_rich(records: list[dict[str, Any]], notes: Sequence[str], metric: str, title: str = "",
                 width: int | None = None) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     headers, body = _text_columns(records, metric)
-    table = Table(title=title or None, show_lines=False)
+    # every text is literal: '[w2]' or a note quoting "metrics['x']" is not rich markup
+    table = Table(title=escape(title) if title else None, show_lines=False)
     for h in headers:
-        table.add_column(h, overflow="fold")
+        table.add_column(escape(h), overflow="fold")
     for cells, r in zip(body, records):
         style = None if r["status"] == "completed" else ("dim" if r["status"] == "not run" else "red")
-        table.add_row(*cells, style=style)
+        table.add_row(*(escape(c) for c in cells), style=style)
     console = Console(record=True, width=width or 200, file=io.StringIO())
     console.print(table)
     for n in notes:
-        console.print(f"• {n}", highlight=False)
+        console.print(f"• {escape(n)}", highlight=False)
     return console.export_text()
 
 
@@ -782,9 +949,11 @@ def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps), np.asarray(values, dtype=float)
 
 
-def plot_curves(rows: Sequence[Row], metric: str, path: str | Path) -> Path | None:
+def plot_curves(rows: Sequence[Row], metric: str, path: str | Path,
+                display: str | None = None) -> Path | None:
     """One line per row: the mean over seeds of `metric` against step (eval/<metric> in metrics.jsonl, or a
-    training scalar of that name); thin lines are the seeds. Returns None (with a warning) if nothing to plot."""
+    training scalar of that name); thin lines are the seeds; the legend runs best row first and the y label
+    says which way is better. Returns None (with a warning) if nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -818,7 +987,9 @@ def plot_curves(rows: Sequence[Row], metric: str, path: str | Path) -> Path | No
         warnings.warn(f"no eval/{metric} (or {metric}) in any completed run's metrics.jsonl; no plot", stacklevel=2)
         return None
     ax.set_xlabel("generator step")
-    ax.set_ylabel(metric)
+    goal = rows[0].goal if rows else None
+    how = {"min": " (lower is better)", "max": " (higher is better)"}.get(goal or "", "")
+    ax.set_ylabel(f"{display or metric}{how}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = Path(path)
@@ -847,10 +1018,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", help="sweep dirs, run dirs or result.json files (searched recursively)")
     parser.add_argument("--by", help="comma-separated fields to group by (method, sampler, dataset, model, "
                         "precision or dotted config keys); default: the whole config minus the seed")
-    parser.add_argument("--metric", help="metric to tabulate (default: the report's, the runs' primary metric, "
-                        "or fid / w2 when present)")
+    parser.add_argument("--metric", help="metric to tabulate (default: the report's, else the runs' primary "
+                        "metric, else a declared metric they measured)")
     parser.add_argument("--goal", choices=("min", "max"), help="whether lower or higher is better (default: "
-                        "inferred from the metric's name)")
+                        "as the records' metric_specs or the metric's declaration in the code say)")
     parser.add_argument("--format", choices=("rich", "md", "csv"), default=None,
                         help="printed format (default rich)")
     parser.add_argument("--out", help="also write the table to this file (.csv / .md suffix: that format)")
@@ -870,19 +1041,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     report = REPORTS[args.report] if args.report else None
     metric = choose_metric(measurements, args.metric, report)
+    choice = describe_metric(measurements, metric, args.goal)
     by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
-    rows = build_rows(measurements, metric, by, args.goal)
+    rows = build_rows(measurements, metric, by, choice.goal)
     comparison = compare_with_report(rows, report) if report else None
     records = records_for_display(rows, comparison)
     notes = table_notes(rows, comparison)
-    title = f"{metric} over seeds ({len(measurements)} measurements in {len(find_results(args.paths))} runs)"
+    title = (f"{choice.title}: mean over seeds ({len(measurements)} measurements in "
+             f"{len(find_results(args.paths))} runs)")
 
     def render(fmt: str, width: int | None = None) -> str:
         if fmt == "csv":
             return render_csv(records, metric)
-        if fmt == "md":
-            return render_markdown(records, notes, metric, title)
-        return render_rich(records, notes, metric, title, width=width)
+        if fmt == "md":  # headers name the metric by its display name, with ↓ / ↑ for its direction
+            return render_markdown(records, notes, choice.label, title)
+        return render_rich(records, notes, choice.label, title, width=width)
 
     shown = args.format or "rich"
     sys.stdout.write(render(shown, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
@@ -891,7 +1064,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render({".csv": "csv", ".md": "md"}.get(out.suffix.lower(), shown)))
     if args.plot:
-        plot_curves(rows, metric, args.plot)
+        plot_curves(rows, metric, args.plot, choice.display)
     if args.wandb:
         first = Path(args.paths[0])
         log_to_wandb(records, metric, _sweep_group(args.paths, measurements), first if first.is_dir() else first.parent)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.quasirandom import SobolEngine
 
 from otgan_lab.methods.base import AutoEncoderMethod
+from otgan_lab.metrics.spec import MetricSpec, frozen_specs
 from otgan_lab.ot.semidiscrete import (
     CodeStats,
     SemiDiscreteOT,
@@ -67,6 +68,16 @@ class AEOT(AutoEncoderMethod):
         loss, logs, _ = self.autoencoder_loss(real(self.batch_size))
         ctx.optimize("autoencoder", loss)
         return logs
+
+    # the keys of fit_ot's result
+    fit_end_specs = frozen_specs({
+        "ot_n_codes": MetricSpec("OT target codes", None),
+        "ot_grad_norm": MetricSpec("OT gradient norm", "min"),  # ||g|| = deviation from equal cell masses
+        "ot_coverage": MetricSpec("OT cell coverage", "max"),
+        "ot_iterations": MetricSpec("OT iterations", None),
+        "ot_converged": MetricSpec("OT converged", "max"),
+        "ot_seconds": MetricSpec("OT solve seconds", None),
+    })
 
     def fit_end(self, data, ctx) -> dict[str, float]:
         return self.fit_ot(self.encode_dataset(data))

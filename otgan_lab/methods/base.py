@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from otgan_lab.amp import StepContext, upcast
+from otgan_lab.metrics.spec import Specs, frozen_specs
 from otgan_lab.optim import build_optimizer
 
 RealBatches = Callable[[int], torch.Tensor]
@@ -33,6 +34,8 @@ class Method(nn.Module):
     allows_critic_batchnorm: ClassVar[bool] = True
     #: the network whose weights EMA averages and samplers use
     ema_net: ClassVar[str] = "generator"
+    #: what each key fit_end returns means (display name, which direction is better)
+    fit_end_specs: ClassVar[Specs] = frozen_specs({})
 
     def __init__(
         self,

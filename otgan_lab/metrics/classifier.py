@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from otgan_lab.metrics.features import prepare_for_lenet, pretrained_lenet
+from otgan_lab.metrics.spec import MetricSpec, declares
 
 STACKED_MNIST_MODES = 1000
 
@@ -91,6 +92,16 @@ def classifier_inception_score(logits: Tensor, n_splits: int = 10) -> tuple[floa
     return float(np.mean(scores)), float(np.std(scores))
 
 
+@declares({
+    "class_histogram": MetricSpec("class histogram", None),
+    "classes_covered": MetricSpec("classes covered", "max"),
+    "n_classes": MetricSpec("classes", None),
+    "coverage_min_count": MetricSpec("coverage min count", None),
+    "kl_to_uniform": MetricSpec("KL(class histogram || uniform)", "min"),
+    "classifier_is": MetricSpec("classifier IS", "max"),
+    "classifier_is_std": MetricSpec("classifier IS std", None),
+    "n_samples": MetricSpec("samples", None),
+})
 def classifier_metrics(
     logits: Tensor, min_count: int = 1, n_splits: int = 10
 ) -> dict[str, float | int | list[int]]:
@@ -125,6 +136,13 @@ def stacked_mnist_mode_ids(
     return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
 
 
+@declares({
+    "modes_covered": MetricSpec("modes covered", "max"),
+    "n_modes": MetricSpec("modes", None),
+    "coverage_min_count": MetricSpec("coverage min count", None),
+    "kl_to_uniform": MetricSpec("KL(mode histogram || uniform)", "min"),
+    "n_samples": MetricSpec("samples", None),
+})
 def stacked_mnist_metrics(mode_ids: Tensor, min_count: int = 1) -> dict[str, float | int]:
     """Modes covered out of 1000 (>= min_count samples) and KL(mode histogram || uniform over 1000)."""
     counts = class_histogram(mode_ids, STACKED_MNIST_MODES)

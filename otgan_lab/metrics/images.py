@@ -32,6 +32,7 @@ from otgan_lab.metrics.frechet import (
 )
 from otgan_lab.metrics.kid import kid
 from otgan_lab.metrics.prdc import prdc
+from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
 
 DOMAIN_BACKBONES = {"mnist": "lenet_mnist", "fashion_mnist": "lenet_fashion"}
 _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
@@ -98,6 +99,12 @@ def reference_statistics(data: Any, fx: FeatureExtractor, split: str = "train", 
     return mu, sigma, features, key
 
 
+@declares({
+    "fid": MetricSpec("FID", "min"),
+    "kid": MetricSpec("KID", "min"),
+    "kid_std": MetricSpec("KID std over subsets", None),
+    **specs_of(prdc),
+})
 def image_metrics(fake: torch.Tensor, data: Any, *, backbone: str = "auto", reference_split: str = "train",
                   n_reference: int | None = None, kid_subsets: int = 50, kid_subset_size: int = 1000,
                   prdc_k: int = 5, prdc_samples: int = 5000, batch_size: int = 500,
@@ -131,6 +138,8 @@ def image_protocol(data: Any, *, backbone: str = "auto", reference_split: str = 
             "classes": data.meta.get("classes")}
 
 
+# the suite keeps the numbers only (no histogram list)
+@declares({k: v for k, v in specs_of(classifier_metrics).items() if k != "class_histogram"})
 def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1, n_splits: int = 10) -> dict[str, float]:
     """Classes covered, KL(class histogram || uniform), classifier IS from the dataset's LeNet."""
     if data.name not in LENET_ASSETS:
@@ -140,6 +149,7 @@ def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1, n_splits
     return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
 
 
+@declares(specs_of(stacked_mnist_metrics))
 def stacked_modes(fake: torch.Tensor, data: Any, *, min_count: int = 1) -> dict[str, float]:
     """Stacked MNIST: modes covered out of 1000 and KL to uniform, each channel read by the MNIST LeNet."""
     stats = stacked_mnist_metrics(stacked_mnist_mode_ids(fake.float()), min_count=min_count)

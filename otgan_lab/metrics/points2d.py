@@ -14,6 +14,8 @@ import numpy as np
 import ot
 import torch
 
+from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
+
 
 def nearest_mode(points: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(index of the nearest centre, distance to it) for each point."""
@@ -22,6 +24,13 @@ def nearest_mode(points: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Ten
     return idx, d_min
 
 
+@declares({
+    "modes_covered": MetricSpec("modes covered", "max"),
+    "modes_total": MetricSpec("modes in the mixture", None),
+    "hq_share": MetricSpec("high-quality share", "max"),
+    "mode_kl": MetricSpec("KL(mode histogram || uniform)", "min"),
+    "hq_std": MetricSpec("within-mode std of HQ samples", None),  # good = close to the mixture's std
+})
 def mode_metrics(
     points: torch.Tensor, centres: torch.Tensor, std: float, n_sigma: float = 3.0, min_per_mode: int = 1
 ) -> dict[str, float]:
@@ -56,6 +65,7 @@ def exact_w2(x: torch.Tensor, y: torch.Tensor, num_itermax: int = 1_000_000) -> 
     return math.sqrt(max(float(ot.emd2(a, b, cost, numItermax=num_itermax)), 0.0))
 
 
+@declares({**specs_of(mode_metrics), "w2": MetricSpec("W2", "min")})
 def points2d_metrics(
     fake: torch.Tensor,
     real: torch.Tensor,

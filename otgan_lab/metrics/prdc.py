@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
+
 ArrayLike = Tensor | np.ndarray
 
 
@@ -69,6 +71,13 @@ def _nearest_distance(queries: Tensor, references: Tensor, chunk_size: int) -> T
     )
 
 
+@declares({
+    "precision": MetricSpec("precision", "max"),
+    "recall": MetricSpec("recall", "max"),
+    # ≈ 1 when fake ~ real and unbounded above (fakes piled on dense real regions): no side is better
+    "density": MetricSpec("density", None),
+    "coverage": MetricSpec("coverage", "max"),
+})
 def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048) -> dict[str, float]:
     """Precision, recall (Kynkäänniemi et al.), density, coverage (Naeem et al.) of ``fake`` (M, d) against
     ``real`` (N, d); the real k-NN radii are computed once and shared."""
@@ -87,6 +96,7 @@ def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048) -
     }
 
 
+@declares({k: v for k, v in specs_of(prdc).items() if k in ("precision", "recall")})
 def precision_recall(
     real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048
 ) -> dict[str, float]:
@@ -100,6 +110,7 @@ def precision_recall(
     return {"precision": float(precision), "recall": float(recall)}
 
 
+@declares({k: v for k, v in specs_of(prdc).items() if k in ("density", "coverage")})
 def density_coverage(
     real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048
 ) -> dict[str, float]:

@@ -14,11 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from otgan_lab.samplers.base import Sampler
+from otgan_lab.metrics.spec import frozen_specs
+from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, Sampler
 
 
 class AEOTSampler(Sampler):
     name = "aeot"
+    stat_specs = frozen_specs({"draws_per_sample": DRAWS_PER_SAMPLE})
 
     def __init__(self, angle_threshold: float | None = None, k: int | None = None,
                  interp: float | str | None = None, batch_size: int = 1000) -> None:

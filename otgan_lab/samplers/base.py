@@ -11,14 +11,20 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from otgan_lab.metrics.spec import MetricSpec, Specs, frozen_specs
+
 # Real data for calibration: a callable ``real(batch_size) -> Tensor``, one tensor holding a whole split,
 # or any re-iterable of batches (a DataLoader). Samples are in data space, like ``method.generate``.
 RealData = Callable[[int], Tensor] | Tensor | Iterable[Tensor]
+
+
+# generator draws per returned sample: the sampler's cost, lower is cheaper
+DRAWS_PER_SAMPLE = MetricSpec("generator draws per sample", "min")
 
 
 class MethodLike(Protocol):
@@ -39,6 +45,8 @@ class Sampler:
     """Base class. Subclasses implement ``_sample``; ``sample`` resets ``stats`` and sets eval mode."""
 
     name: str = "base"
+    # what each key of ``stats`` means (logged as sampler/<key>); every key a subclass puts in stats
+    stat_specs: ClassVar[Specs] = frozen_specs({})
 
     def __init__(self) -> None:
         self.stats: dict[str, float] = {}

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from otgan_lab.metrics.spec import MetricSpec, frozen_specs
 from otgan_lab.samplers.base import Sampler, draw_latents, flat_norm
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -157,6 +158,13 @@ class DOTSampler(Sampler):
     """
 
     name = "dot"
+    stat_specs = frozen_specs({
+        "k_eff": MetricSpec("K_eff", None),
+        "mean_critic_gain": MetricSpec("mean critic gain", None),
+        "mean_critic_before": MetricSpec("mean critic before", None),
+        "mean_critic_after": MetricSpec("mean critic after", None),
+        "mean_move": MetricSpec("mean move", None),
+    })
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from otgan_lab.metrics.spec import MetricSpec, frozen_specs
 from otgan_lab.samplers.base import RealData, Sampler, draw_latents, eval_mode, real_batches, uniforms
 
 LogitFn = Callable[[Tensor], Tensor]
@@ -184,6 +185,10 @@ def calibrate_critic(
 class CriticCalibration:
     """Holds an optional calibrated logit for one method; shared by the DRS and MH samplers."""
 
+    # the keys of stats(): the Platt fit logit = a * critic + b, present only when Platt-scaled
+    stat_specs = frozen_specs({"platt_a": MetricSpec("Platt slope a", None),
+                               "platt_b": MetricSpec("Platt offset b", None)})
+
     def __init__(self, steps: int = 0, lr: float = 1e-4, mode: str = "auto", batch_size: int = 256) -> None:
         if steps < 0:
             raise ValueError(f"calibrate_steps must be >= 0, got {steps}")
@@ -230,6 +235,14 @@ class DRSSampler(Sampler):
     """Discriminator rejection sampling; ``percentile=None`` sets γ = 0 (exact rejection sampling)."""
 
     name = "drs"
+    stat_specs = frozen_specs({
+        "acceptance_rate": MetricSpec("acceptance rate", "max"),  # higher: fewer generator draws
+        "draws_per_accepted": MetricSpec("generator draws per sample", "min"),
+        "max_logit": MetricSpec("max critic logit", None),
+        "gamma_mean": MetricSpec("mean gamma", None),
+        "burn_in_draws": MetricSpec("burn-in draws", None),
+        **CriticCalibration.stat_specs,
+    })
 
     def __init__(
         self,

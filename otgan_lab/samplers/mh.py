@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from otgan_lab.samplers.base import RealData, Sampler, draw_latents, uniforms
+from otgan_lab.metrics.spec import MetricSpec, frozen_specs
+from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, RealData, Sampler, draw_latents, uniforms
 from otgan_lab.samplers.drs import CriticCalibration, LogitFn
 
 
@@ -61,6 +62,13 @@ class MHSampler(Sampler):
     """
 
     name = "mh"
+    stat_specs = frozen_specs({
+        "acceptance_rate": MetricSpec("acceptance rate", "max"),
+        # a chain that never moved returns its first, unfiltered proposal
+        "never_moved": MetricSpec("share of chains that never moved", "min"),
+        "draws_per_sample": DRAWS_PER_SAMPLE,
+        **CriticCalibration.stat_specs,
+    })
 
     def __init__(
         self,

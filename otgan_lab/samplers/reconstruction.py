@@ -13,11 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from otgan_lab.samplers.base import RealData, Sampler, real_batches
+from otgan_lab.metrics.spec import frozen_specs
+from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, RealData, Sampler, real_batches
 
 
 class ReconstructionSampler(Sampler):
     name = "reconstruction"
+    stat_specs = frozen_specs({"draws_per_sample": DRAWS_PER_SAMPLE})
 
     def __init__(self, batch_size: int = 1000) -> None:
         super().__init__()
