@@ -305,6 +305,17 @@ def code_declarations() -> Iterator[Mapping[str, MetricSpec]]:
         yield cls.fit_end_specs
 
 
+def code_spec(key: str) -> MetricSpec | None:
+    """The code's declaration of `key`; None (with a warning) if the declaring modules cannot be imported,
+    so that a broken module elsewhere costs the table a direction, not the table."""
+    try:
+        return lookup_spec(key, code_declarations())
+    except Exception as exc:
+        warnings.warn(f"metric declarations not read from the code ({exc.__class__.__name__}: {exc})",
+                      stacklevel=2)
+        return None
+
+
 @dataclass(frozen=True)
 class MetricChoice:
     """The metric of a table: its key, display name, direction and where the direction came from."""
@@ -336,7 +347,7 @@ def describe_metric(measurements: Sequence[Measurement], metric: str,
                             "no record names a metric; pass --metric NAME")
     declared = [MetricSpec.from_record(m.metric_specs[metric], metric)
                 for m in measurements if isinstance(m.metric_specs.get(metric), dict)]
-    code = None if declared else lookup_spec(metric, code_declarations())
+    code = None if declared else code_spec(metric)
     display = declared[0].display if declared else code.display if code is not None else metric
     if goal is not None:
         return MetricChoice(metric, display, goal, "--goal")
@@ -375,11 +386,12 @@ def choose_metric(measurements: Sequence[Measurement], requested: str | None = N
                                   for k, v in m.metrics.items() if _float(v) is not None))
     declared = list(dict.fromkeys(k for m in measurements for k, s in m.metric_specs.items()
                                   if isinstance(s, dict) and s.get("goal") is not None))
-    for key in [k for k in declared if k in measured] + declared:
-        return key
+    candidates = [k for k in declared if k in measured] + declared
+    if candidates:
+        return candidates[0]
     ranked = [k for k in measured if not k.startswith("sampler/")]
     for key in ranked:  # an old record: the first measured metric that the code gives a direction
-        spec = lookup_spec(key, code_declarations())
+        spec = code_spec(key)
         if spec is not None and spec.goal is not None:
             return key
     return ranked[0] if ranked else NO_METRIC
