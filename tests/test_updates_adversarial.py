@@ -39,7 +39,7 @@ TOL = dict(rtol=1e-5, atol=1e-6)  # the code computes penalties / costs in float
 LR_G, LR_D = 0.07, 0.13  # different, so an update sent to the wrong optimizer cannot match
 
 
-# -- plumbing -------------------------------------------------------------------------------------------
+# -- plumbing ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def float64():
     previous = torch.get_default_dtype()
@@ -49,8 +49,8 @@ def float64():
 
 
 class Recorder(nn.Module):
-    """Wraps a network and records every input it is called on, and whether that input was a leaf that required
-    grad (the input of an input-gradient penalty; a generator output fed to the critic is not a leaf)."""
+    """Wraps a network and records every input it is called on, and whether that input was a leaf that
+    required grad (the input of an input-gradient penalty; a generated batch fed to the critic is not)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -74,7 +74,8 @@ class RealBatches:
         self.batches: list[torch.Tensor] = []
 
     def __call__(self, n: int) -> torch.Tensor:
-        x = 0.8 * torch.randn(n, self.dim, generator=self.gen, dtype=self.dtype or torch.get_default_dtype()) + 0.5
+        dtype = self.dtype or torch.get_default_dtype()
+        x = 0.8 * torch.randn(n, self.dim, generator=self.gen, dtype=dtype) + 0.5
         self.sizes.append(n)
         self.batches.append(x.clone())
         return x  # the method may call requires_grad_ on it; the recorded copy stays clean
@@ -125,7 +126,8 @@ def assert_update(actual: nn.Module, expected: nn.Module, initial: nn.Module, wh
     """Parameters equal the hand-computed update, and that update is not vacuous."""
     moved = 0.0
     for (name, a), e, i in zip(actual.named_parameters(), expected.parameters(), initial.parameters()):
-        torch.testing.assert_close(a.detach(), e.detach(), **TOL, msg=lambda m: f"{what}.{name}: {m}")
+        torch.testing.assert_close(a.detach(), e.detach(), **TOL,
+                                   msg=lambda m, name=name: f"{what}.{name}: {m}")
         moved = max(moved, (e - i).abs().max().item())
     assert moved > 1e-3, f"{what}: the expected update is too small to test anything"
 
@@ -155,11 +157,12 @@ def context(method) -> StepContext:
     return StepContext(method.configure_optimizers(), FP32)
 
 
-# -- GAN (METHODS.md §2, §12) ------------------------------------------------------------------------------
-# Catches: real/fake swapped in gan_critic_loss's call (or in the loss), the non-saturating and minimax forms
-# swapped or a sign flipped, R1 with gamma instead of gamma/2 or taken on fakes, the critic/generator
-# optimizers swapped, the generator step on the old critic, a reused z, the prior's normal/uniform branches
-# swapped.
+# -- GAN (METHODS.md §2, §12) --------------------------------------------------------------------------------
+# Seen to fail under: real/fake swapped in the critic step, softplus(l) for the real term, the NS form
+# replaced by MM and MM by NS, R1 with gamma instead of gamma/2, R1 on the fake logits, input gradient
+# without create_graph, the generator loss sent to the critic optimizer, the prior's normal/uniform branches
+# swapped, U[0, 1] for U[-1, 1]. Also checks one real batch of n, fresh z for each generator call, and that
+# the generator step runs on the updated critic.
 @pytest.mark.parametrize(("form", "r1_gamma", "prior"), [
     ("non_saturating", 0.0, "normal"),
     ("minimax", 0.0, "uniform"),
@@ -184,7 +187,7 @@ def test_gan_one_step_matches_the_paper(float64, form, r1_gamma, prior):
     assert_prior(G.inputs, prior, n, z_dim)
     x, (z_d, z_g) = real.batches[0], G.inputs
 
-    # expected: the critic step  L_D = E softplus(-l(x)) + E softplus(l(G(z)))  (+ (gamma/2) E ||grad_x l(x)||^2)
+    # expected: critic step  L_D = E softplus(-l(x)) + E softplus(l(G(z)))  [+ (gamma/2) E ||grad_x l(x)||^2]
     G1, D1 = copy.deepcopy(G0), copy.deepcopy(D0)
     with torch.no_grad():
         fake = G1(z_d)
@@ -235,7 +238,8 @@ def sigmoid(t: float) -> float:
 
 
 # The Dirac-GAN (Mescheder et al. 2018, METHODS.md §12): gradients in closed form, no autograd in the test.
-# Catches: real/fake swapped, NS/minimax swapped, R1 gamma vs gamma/2, either optimizer stepping the wrong net.
+# Seen to fail under: real/fake swapped, NS/MM swapped either way, R1 gamma vs gamma/2, R1 on fakes, input
+# gradient without create_graph, the generator loss sent to the critic optimizer.
 @pytest.mark.parametrize(("form", "r1_gamma"), [("non_saturating", 0.0), ("minimax", 0.0),
                                                 ("non_saturating", 2.0), ("minimax", 0.7)])
 def test_dirac_gan_closed_form(float64, form, r1_gamma):
@@ -251,7 +255,8 @@ def test_dirac_gan_closed_form(float64, form, r1_gamma):
 
     # D step: L_D = mean softplus(-theta x) + softplus(theta psi) + (gamma/2) theta^2   (grad_x D = theta)
     loss_d = sum(math.log1p(math.exp(-theta0 * x)) for x in xs) / n + math.log1p(math.exp(theta0 * psi0))
-    grad_theta = sum(-x * sigmoid(-theta0 * x) for x in xs) / n + psi0 * sigmoid(theta0 * psi0) + r1_gamma * theta0
+    grad_theta = (sum(-x * sigmoid(-theta0 * x) for x in xs) / n + psi0 * sigmoid(theta0 * psi0)
+                  + r1_gamma * theta0)
     theta1 = theta0 - LR_D * grad_theta
     # G step on the new critic: NS  L = softplus(-theta psi), dL/dpsi = -theta sigma(-theta psi)
     #                           MM  L = -softplus(theta psi), dL/dpsi = -theta sigma(theta psi)
@@ -287,9 +292,9 @@ def wgan_clip_expected(G0, D0, xs, zs, n_critic, clip):
     return G1, D1, critic_loss, generator_loss
 
 
-# Catches: clipping never applied, the clip value changed, clamping before the step instead of after,
-# n_critic off by one, one real batch reused across critic steps, the critic loss's sign flipped / real and
-# fake swapped, the generator loss's sign, the optimizers swapped.
+# Seen to fail under: clipping never applied, clamp_max at 2c, clamping before each critic step instead of
+# after it, n_critic - 1 critic steps, one real batch reused by every critic step, the critic loss's sign
+# (real and fake swapped), the generator loss's sign, the critic loss sent to the generator optimizer.
 def test_wgan_clip_one_step_matches_the_paper(float64):
     n, z_dim, n_critic, clip = 32, 3, 3, 0.3
     torch.manual_seed(0)
@@ -323,7 +328,8 @@ def test_wgan_clip_one_step_matches_the_paper(float64):
 
 # Official schedule (METHODS.md §3): 100 critic steps while gen_iterations < 25 and whenever
 # gen_iterations % 500 == 0, else n_critic; ctx.step is the number of finished generator iterations.
-# Catches: `< 25` -> `<= 25` or `< 24`, `% 500 == 0` -> `== 1`, the schedule ignored or always on.
+# Seen to fail under: `< 25` -> `<= 25`, `< 25` -> `< 24`, `% 500 == 0` -> `== 1`, n_critic - 1 steps, one
+# real batch reused.
 @pytest.mark.parametrize(("step", "warmup", "expected"), [
     (0, True, 100), (24, True, 100), (25, True, 4), (499, True, 4), (500, True, 100), (501, True, 4),
     (1000, True, 100), (0, False, 4), (500, False, 4),
@@ -344,9 +350,10 @@ def test_wgan_clip_warmup_schedule_critic_steps(float64, step, warmup, expected)
 
 
 # -- WGAN-GP (METHODS.md §4) ---------------------------------------------------------------------------------
-# Catches: one critic step instead of n_critic, penalty centre 0 instead of 1, the weight lambda dropped or
-# applied to the Wasserstein term, one epsilon for the whole batch (or per coordinate), the penalty on real
-# data only (eps = 1), the critic loss's sign, the generator loss's sign, the optimizers swapped.
+# Seen to fail under: one critic step instead of n_critic, penalty centre 0 instead of 1, lambda dropped,
+# lambda on the Wasserstein term instead, one epsilon for the whole batch, one epsilon per coordinate, the
+# penalty at the real points only, input gradient without create_graph, the critic loss's sign, the
+# generator loss's sign, the generator loss sent to the critic optimizer, the prior's branches swapped.
 def test_wgan_gp_one_step_matches_the_paper():
     n, z_dim, n_critic, lam = 32, 3, 3, 3.0
     torch.manual_seed(0)
@@ -378,7 +385,8 @@ def test_wgan_gp_one_step_matches_the_paper():
         # x_hat = eps * x + (1 - eps) * fake with one eps ~ U[0, 1] per sample, shared by the coordinates
         d, t = x - fake, x_hats[k] - fake
         eps = (t * d).sum(1) / (d * d).sum(1)
-        torch.testing.assert_close(x_hats[k], eps[:, None] * x + (1 - eps[:, None]) * fake, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_hats[k], eps[:, None] * x + (1 - eps[:, None]) * fake,
+                                   rtol=1e-5, atol=1e-5)
         assert eps.min().item() >= -1e-6 and eps.max().item() <= 1 + 1e-6
         epsilons.append(eps)
         x_hat = x_hats[k].clone().requires_grad_(True)
@@ -398,7 +406,7 @@ def test_wgan_gp_one_step_matches_the_paper():
     assert_update(G.net, G1, G0, "generator")
 
 
-# -- UOTM (METHODS.md §5, §12) ------------------------------------------------------------------------------
+# -- UOTM (METHODS.md §5, §12) -------------------------------------------------------------------------------
 PSI_STAR = {  # METHODS.md §5 select_phi and the follow-up shifted forms, written out
     "softplus": lambda t: torch.log1p(torch.exp(t)),
     "exp": lambda t: torch.exp(t),
@@ -409,10 +417,11 @@ PSI_STAR = {  # METHODS.md §5 select_phi and the follow-up shifted forms, writt
 }
 
 
-# Catches: tau dropped from the cost, the cost without cost_factor or with 1/2 in one of the two steps,
-# Psi1*/Psi2* swapped, Psi2* applied to +v, R1 gamma instead of gamma/2, the chi conjugate's floor, n_critic
-# off by one, the generator loss's sign, the source eps not the first prod(data_shape) prior coordinates,
-# the optimizers swapped.
+# Seen to fail under: tau dropped from the cost, cost_factor ignored, 1/2 on the cost in the map step only,
+# Psi1*/Psi2* swapped, Psi2*(+v) for Psi2*(-v), exp - 1 for exp, the chi conjugate's floor removed, R1 with
+# gamma instead of gamma/2, input gradient without create_graph, one potential step instead of n_critic,
+# v's sign in the map loss, the source taken from the last prior coordinates, a uniform source, the potential
+# loss sent to the generator optimizer.
 @pytest.mark.parametrize(("psi1", "psi2", "cost_factor", "v_bias", "r1_gamma", "n_critic"), [
     ("softplus", "softplus", 1.0, 0.0, 0.8, 1),
     ("exp", "softplus_shifted", 1.0, 0.0, 0.8, 3),
