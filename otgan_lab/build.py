@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from otgan_lab.amp import PrecisionError, resolve_precision
 from otgan_lab.data.base import DeviceDataset
+from otgan_lab.errors import ConfigError, OtlabError
 from otgan_lab.evaluation import Evaluator
 from otgan_lab.loggers import JsonlLogger, Logger, MultiLogger, WandbLogger
 from otgan_lab.optim import IMPLEMENTATIONS
@@ -27,9 +28,7 @@ from otgan_lab.schedule import schedule_problems
 _DATASET_DESCRIPTORS = ("name", "shape", "batch_size", "cpu_threads")
 
 
-class ConfigError(ValueError):
-    """Invalid configuration values; the message says what was wrong and what to do."""
-
+__all__ = ["ConfigError"]  # re-exported: `build.ConfigError` is what callers catch
 
 def _walk(node: Any, prefix: str = ""):
     if isinstance(node, dict):
@@ -39,14 +38,42 @@ def _walk(node: Any, prefix: str = ""):
         yield prefix, node
 
 
+# (key, smallest allowed value, what the value means): integer run-level keys checked before anything runs
+_INTEGER_KEYS = (
+    ("seed", None, "the run's random seed"),
+    ("batch_size", 1, "samples per batch"),
+    ("trainer.steps", 1, "generator iterations"),
+    ("trainer.log_every", 1, "log every N steps"),
+    ("trainer.checkpoint_every", 0, "checkpoint every N steps; 0: only at the end"),
+    ("trainer.keep_checkpoints", 1, "how many checkpoints to keep"),
+    ("eval.every", 0, "evaluate every N steps; 0: only at the end"),
+    ("eval.n_samples", 1, "samples per evaluation"),
+    ("eval.seed", None, "the evaluation's random seed"),
+)
+
+
+def _integer_problems(plain: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, low, meaning in _INTEGER_KEYS:
+        node: Any = plain
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, bool) or not isinstance(node, int):
+            problems.append(f"{key} must be an integer ({meaning}); got {node!r}")
+        elif low is not None and node < low:
+            problems.append(f"{key} must be >= {low} ({meaning}); got {node}")
+    return problems
+
+
 def check_config(cfg: DictConfig) -> None:
     """Static checks of values (no data or networks touched)."""
-    problems: list[str] = []
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.trainer.steps < 1:
-        problems.append(f"trainer.steps must be >= 1 (got {cfg.trainer.steps})")
-    if cfg.batch_size < 1:
-        problems.append(f"batch_size must be >= 1 (got {cfg.batch_size})")
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # a broken interpolation, e.g. ${oc.env:...} of an unset variable
+        raise ConfigError(f"the configuration cannot be resolved: {exc}") from None
+    problems = _integer_problems(plain)
+    if problems:  # the checks below compare these values: stop at wrong types
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     for key, value in _walk(plain["method"], "method"):
         leaf = key.rsplit(".", 1)[-1]
         if leaf == "lr" and (not isinstance(value, (int, float)) or value <= 0):
@@ -54,10 +81,12 @@ def check_config(cfg: DictConfig) -> None:
         if leaf in ("n_critic", "n_gen", "unroll_steps") and (not isinstance(value, int) or value < (0 if leaf == "unroll_steps" else 1)):
             problems.append(f"{key} must be an integer >= {0 if leaf == 'unroll_steps' else 1} (got {value})")
     ema = cfg.trainer.ema
-    if ema.enabled and not 0.0 <= ema.decay < 1.0:
+    if ema.enabled and not (isinstance(ema.decay, (int, float)) and 0.0 <= ema.decay < 1.0):
         problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
-    if cfg.eval.n_samples < 1:
-        problems.append(f"eval.n_samples must be >= 1 (got {cfg.eval.n_samples})")
+    grad_clip = plain["trainer"].get("grad_clip")
+    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
+                                  or grad_clip <= 0):
+        problems.append(f"trainer.grad_clip must be null or a positive number (got {grad_clip!r})")
     labels = []  # eval.samplers records are keyed by these: two equal labels would overwrite each other
     for entry in plain["eval"].get("samplers") or []:
         try:
@@ -90,7 +119,12 @@ def check_config(cfg: DictConfig) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name} is not a device otlab runs on; use device=auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
     return device
@@ -140,7 +174,12 @@ def seed_everything(seed: int, num_threads: int | None = None) -> None:
 
 def build_dataset(cfg: DictConfig, seed: int, device: torch.device) -> DeviceDataset:
     params = {k: v for k, v in cfg.dataset.items() if k not in _DATASET_DESCRIPTORS}
-    data = instantiate(DictConfig(params), seed=seed, device=device, _convert_="all")
+    try:
+        data = instantiate(DictConfig(params), seed=seed, device=device, _convert_="all")
+    except Exception as exc:  # Hydra wraps the factory's own error: a missing or damaged file is the user's
+        if isinstance(exc.__cause__, OtlabError):
+            raise exc.__cause__ from None
+        raise
     if tuple(data.shape) != tuple(cfg.dataset.shape):
         raise ConfigError(f"dataset.shape {list(cfg.dataset.shape)} does not match the data's {list(data.shape)}")
     if cfg.batch_size > len(data):
@@ -152,8 +191,16 @@ def build_dataset(cfg: DictConfig, seed: int, device: torch.device) -> DeviceDat
 
 
 def build_method(cfg: DictConfig, device: torch.device):
-    nets = {name: instantiate(net_cfg) for name, net_cfg in cfg.model.nets.items()}
-    method = instantiate(cfg.method, _convert_="all", **nets)
+    try:
+        nets = {name: instantiate(net_cfg) for name, net_cfg in cfg.model.nets.items()}
+        method = instantiate(cfg.method, _convert_="all", **nets)
+    except Exception as exc:  # a model that cannot take this data's shape, a bad hyperparameter...
+        cause = exc.__cause__ or exc  # Hydra wraps the constructor's own error
+        raise ConfigError(
+            f"method={cfg.method.name} with model={cfg.model.name} cannot be built for dataset "
+            f"{cfg.dataset.name} (shape {list(cfg.dataset.shape)}): {cause.__class__.__name__}: {cause}. "
+            "Choose a model made for this data (the dataset's default model is picked when model= is omitted)."
+        ) from None
     critic = method.nets["critic"] if "critic" in method.nets else None
     if critic is not None and not method.allows_critic_batchnorm and any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules()
@@ -206,6 +253,49 @@ def build_sampler(sampler_cfg: DictConfig):
     sampler = instantiate(DictConfig(params))
     sampler.name = sampler_cfg.get("name", sampler.name)
     return sampler
+
+
+def check_samplers(method, samplers) -> None:
+    """Each sampler's declared needs against the method's declared capabilities, before training."""
+    problems = [p for sampler in samplers for p in sampler.requirement_problems(method)]
+    if problems:
+        raise ConfigError("the evaluation cannot run on this method:\n  - " + "\n  - ".join(problems))
+
+
+def metric_problems(suites: dict[str, dict], data: DeviceDataset, n_samples: int) -> list[str]:
+    """Problems a metric suite would hit at the end of training, found now."""
+    from otgan_lab.evaluation import SUITES
+    from otgan_lab.metrics.features import available_backbones, inception_weights_path
+    from otgan_lab.metrics.images import resolve_backbone
+
+    problems = [f"metrics.{name}: unknown metric suite; available: {', '.join(sorted(SUITES))}"
+                for name in suites if name not in SUITES]
+    fid = suites.get("fid")
+    if fid is not None:
+        backbone = resolve_backbone(fid.get("backbone", "auto"), data.name)
+        if backbone not in available_backbones():
+            problems.append(f"metrics.fid.backbone={backbone}: unknown; available: {available_backbones()}")
+        elif backbone == "inception":
+            try:
+                inception_weights_path(fid.get("weights_path"))
+            except FileNotFoundError as exc:
+                problems.append(f"metrics.fid.backbone=inception: {exc}")
+        if n_samples < 2:
+            problems.append(f"eval.n_samples={n_samples}: FID needs at least 2 samples")
+        k = fid.get("prdc_k") or 0
+        if k and min(n_samples, fid.get("prdc_samples") or n_samples) <= k:
+            problems.append(f"metrics.fid.prdc_k={k} needs more than {k} samples; raise eval.n_samples / "
+                            "metrics.fid.prdc_samples or set metrics.fid.prdc_k=0")
+    return problems
+
+
+def check_metrics(cfg: DictConfig, data: DeviceDataset) -> None:
+    """What a metric suite needs before training: files (the Inception weights) and enough samples."""
+    suites = {k: v or {} for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items()
+              if k not in ("n_samples", "primary")}
+    problems = metric_problems(suites, data, int(cfg.eval.n_samples))
+    if problems:
+        raise ConfigError("the metrics cannot be computed:\n  - " + "\n  - ".join(problems))
 
 
 def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_type: str = "train") -> Logger:

@@ -14,11 +14,13 @@ from typing import Any
 
 import torch
 
+from otgan_lab.errors import OtlabError
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(OtlabError, RuntimeError):
     """A checkpoint could not be read or does not fit this run."""
 
 

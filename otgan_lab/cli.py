@@ -28,7 +28,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     module = importlib.import_module(COMMANDS[command][0])
     sys.argv = [f"otlab {command}", *rest]
-    module.main()
+    try:
+        module.main()
+    except BrokenPipeError:  # `otlab train --help | head`: the reader left; end quietly
+        _quiet_stdout()
+        sys.exit(0)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from otgan_lab import build, checkpoint, records
 from otgan_lab.data.images import image_dataset
+from otgan_lab.errors import OtlabError
+from otgan_lab.rundir import RunDir
 
 USAGE = __doc__.split("\n\n")[1]
 _GROUPS = ("sampler", "metrics")
@@ -66,11 +69,11 @@ def compose(base: DictConfig, special: dict[str, str], dotted: list[str]) -> Dic
 
 
 def _print(title: str, metrics: dict[str, float]) -> None:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, f"{v:.5g}" if isinstance(v, float) else str(v))
+        table.add_row(escape(k), escape(f"{v:.5g}" if isinstance(v, float) else str(v)))
     Console().print(table)
 
 
@@ -108,6 +111,13 @@ def evaluate_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> d
     same = lambda e: (e["sampler"], e["protocol"], e["use_ema"]) == (entry["sampler"], entry["protocol"], use_ema)  # noqa: E731
     result["evaluations"] = [e for e in result.get("evaluations", []) if not same(e)] + [entry]
     result.setdefault("samplers", {})[sampler.name] = {k: entry[k] for k in ("metrics", "protocol", "use_ema")}
+    result["samplers"][sampler.name]["metric_specs"] = evaluator.metric_specs
+    errors = [f"{name}: {e['error']}" for name, e in result["samplers"].items()
+              if isinstance(e, dict) and "error" in e]  # an earlier failed evaluation of this sampler is redone
+    if errors:
+        result["eval_error"] = "; ".join(errors)
+    else:
+        result.pop("eval_error", None)
     records.write_result(run_dir, result)
     _print(f"{result['method']} on {result['dataset']} — sampler {sampler.name}{' (EMA)' if use_ema else ''}",
            metrics)
@@ -144,9 +154,10 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = Path(special["run"])
             if not (run_dir / records.RESULT_FILE).is_file():
                 raise build.ConfigError(f"{run_dir} is not a run directory (no result.json)")
-            evaluate_run(run_dir, special, dotted)
+            with RunDir(run_dir):  # one writer of result.json at a time: refused while a run trains here
+                evaluate_run(run_dir, special, dotted)
         else:
             evaluate_real(special["real"], special, dotted)
-    except (build.ConfigError, checkpoint.CheckpointError) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab eval:[/] {exc}")
+    except OtlabError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab eval:[/] {escape(str(exc))}")
         sys.exit(2)

@@ -56,4 +56,7 @@ class ProgressReporter:
             print(f"[{self.description}] step {step}/{self.total}  {rate:.1f} it/s  eta {eta:.0f}s  {losses}", flush=True)
 
     def message(self, text: str) -> None:
-        (self._bar.console.print if self._bar is not None else print)(text)
+        if self._bar is not None:  # user text (paths, error messages): never read as rich markup
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)

@@ -12,30 +12,55 @@ RESULT_FILE = "result.json"
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
-def _clean(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
     """JSON cannot hold inf/nan: keep them as strings ('inf', 'nan') so tables can show them."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     return value
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write JSON to a temp file beside `path`, fsync, rename: a reader sees the old or the new file, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(clean_json(obj), indent=2, sort_keys=False, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
 
 
 def write_result(run_dir: str | Path, record: dict[str, Any]) -> Path:
     if record.get("status") not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {record.get('status')!r}")
-    path = Path(run_dir) / RESULT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RESULT_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(record), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(run_dir) / RESULT_FILE, record)
+
+
+def read_existing(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run dir's result.json as a dict, or None when there is none or it cannot be read."""
+    try:
+        record = read_result(run_dir)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def may_replace(existing: dict[str, Any] | None, status: str) -> bool:
+    """A completed record is only ever replaced by another completed one (a longer run, a re-evaluation):
+    a failed, diverged, interrupted or running attempt never downgrades it (the attempt goes to
+    attempts.jsonl instead). Any other record may be replaced."""
+    return not (existing is not None and existing.get("status") == "completed" and status != "completed")
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / RESULT_FILE).read_text())
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Shape of a record, as `otlab table` reads it: one place says what a well-formed result.json holds.

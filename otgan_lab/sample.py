@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
-from otgan_lab import build, checkpoint, records
+from otgan_lab import build, records
+from otgan_lab.errors import OtlabError
 from otgan_lab.eval import load_run, split_key_values
 from otgan_lab.evaluation import random_real
 from otgan_lab.viz import image_grid, save_png, scatter_plot
@@ -62,8 +64,8 @@ def sample_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> tup
     tensor = out.with_suffix(".pt")
     torch.save(x.cpu(), tensor)
     stats = ", ".join(f"{k}={v:.4g}" for k, v in sampler.stats.items())
-    Console().print(f"{n} samples from {run_dir} (step {step}, sampler {sampler.name}{', ' + stats if stats else ''})"
-                    f"\n  picture: {png}\n  tensor:  {tensor}")
+    print(f"{n} samples from {run_dir} (step {step}, sampler {sampler.name}{', ' + stats if stats else ''})"
+          f"\n  picture: {png}\n  tensor:  {tensor}")
     return png, tensor
 
 
@@ -72,6 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         special, dotted = parse_args(argv)
         sample_run(Path(special["run"]), special, dotted)
-    except (build.ConfigError, checkpoint.CheckpointError) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab sample:[/] {exc}")
+    except OtlabError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab sample:[/] {escape(str(exc))}")
         sys.exit(2)

@@ -38,6 +38,8 @@ class TrainOutcome:
     last_scalars: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
+    eval_error: str | None = None  # the final evaluation's error; training itself completed
+    eval_errors: dict[int, str] = field(default_factory=dict)  # step -> error, periodic evaluations
 
 
 class Trainer:
@@ -152,9 +154,17 @@ class Trainer:
             self.logger.log_scalars(self.step, {f"{prefix}{k}": v for k, v in metrics.items()})
         return metrics
 
+    def try_evaluation(self, evaluate: Evaluate | None = None) -> tuple[dict[str, float], str | None]:
+        """run_evaluation, with an evaluation's error returned as a message instead of raised: a sampler or
+        metric failure is recorded against that evaluation and never costs the trained weights."""
+        try:
+            return self.run_evaluation(evaluate), None
+        except Exception as exc:
+            return {}, f"{exc.__class__.__name__}: {exc}"
+
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainOutcome:
-        status, scalars, metrics = "completed", {}, {}
+        status, scalars, metrics, eval_errors = "completed", {}, {}, {}
         start_step, t0 = self.step, time.perf_counter()
         self.method.train()
         with ProgressReporter(self.steps, start=self.step, enabled=self.progress) as bar:
@@ -178,8 +188,13 @@ class Trainer:
                             status = "diverged"
                             bar.message(f"non-finite loss by step {self.step}: stopping; last good checkpoint kept")
                             break
+                    # the last step's evaluation comes after the final checkpoint, below
                     if self.step < self.steps and self.eval_every and self.step % self.eval_every == 0:
-                        metrics = self.run_evaluation()
+                        metrics, error = self.try_evaluation()
+                        if error is not None:
+                            if error not in eval_errors.values():
+                                bar.message(f"evaluation at step {self.step} failed ({error}); training goes on")
+                            eval_errors[self.step] = error
                     if self.step < self.steps and self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.stop_requested and self.step < self.steps:
@@ -189,10 +204,15 @@ class Trainer:
                 bar.message(f"interrupted at step {self.step}: saving a checkpoint")
         wall = time.perf_counter() - t0
         rate = (self.step - start_step) / wall if wall > 0 else 0.0
-        ckpt = None
+        ckpt, eval_error = None, None
         if status == "interrupted":
             ckpt = self.save_checkpoint()
         elif status == "completed":
-            metrics = {**self.method.fit_end(self.data, self.ctx), **self.run_evaluation()}
+            # the post-training solve is part of the model (buffers): it goes into the final checkpoint, which
+            # is written before the final evaluation so that an evaluation error never loses the weights
+            solved = self.method.fit_end(self.data, self.ctx)
             ckpt = self.save_checkpoint()
-        return TrainOutcome(status, self.step, wall, rate, scalars, metrics, str(ckpt) if ckpt else None)
+            final, eval_error = self.try_evaluation()
+            metrics = {**solved, **final}
+        return TrainOutcome(status, self.step, wall, rate, scalars, metrics, str(ckpt) if ckpt else None,
+                            eval_error, eval_errors)

@@ -462,6 +462,7 @@ class CodeBookMethod(nn.Module):
     """A method whose prior is its own code distribution (like AE-OT's OT map): draws from a codebook."""
 
     prior_kind = "normal"  # declared, but the codes are not N(0, I): draw_latents must use prior()
+    can_reconstruct = True  # declared capability: sampler=reconstruction accepts it
 
     def __init__(self) -> None:
         super().__init__()

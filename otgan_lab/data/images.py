@@ -7,6 +7,7 @@ network allows; otherwise one clear error names the directory and the files, bef
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from otgan_lab.data.base import DeviceDataset
+from otgan_lab.errors import DataError
 
 # dataset name -> (torchvision class name, class names)
 _IMAGE_DATASETS = {
@@ -29,7 +31,7 @@ _RAW_FILES = {
 }
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(DataError):
     """The dataset files are not on disk and could not be downloaded."""
 
 
@@ -75,6 +77,34 @@ def check_available(name: str, root: str | Path | None, split: str = "train", do
     return root
 
 
+def idx_problem(path: Path) -> str | None:
+    """Why `path` is not a whole uint8 idx file (the raw MNIST format), or None when it is one: magic
+    0x0000_08_NN (NN dimensions), NN big-endian int32 sizes, then exactly prod(sizes) bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if len(head) < 4:
+            return f"empty or truncated ({size} bytes)"
+        if head[0] != 0 or head[1] != 0 or head[2] != 0x08 or head[3] not in (1, 3):
+            return f"not a uint8 idx file (magic bytes {head.hex()}, expected 000008 then 01 or 03)"
+        dims_raw = fh.read(4 * head[3])
+    if len(dims_raw) < 4 * head[3]:
+        return f"truncated in its header ({size} bytes)"
+    dims = [int.from_bytes(dims_raw[i:i + 4], "big") for i in range(0, len(dims_raw), 4)]
+    expected = 4 + 4 * len(dims) + math.prod(dims)
+    if size != expected:
+        return f"{size} bytes, but its header ({' x '.join(map(str, dims))}) needs {expected}: truncated or corrupt"
+    return None
+
+
+def _check_files(name: str, root: Path, split: str) -> None:
+    for path in expected_files(name, root, split):
+        problem = idx_problem(path)
+        if problem is not None:
+            raise DataError(f"dataset {name!r}: {path} is unreadable: {problem}. Replace it with torchvision's raw "
+                            f"file (or delete it and run with dataset.download=true where the network allows).")
+
+
 def _torchvision_dataset(name: str, root: Path, split: str, download: bool):
     import torchvision.datasets as tvd
 
@@ -93,8 +123,13 @@ def image_dataset(
 ) -> DeviceDataset:
     """Load the split as a uint8 (N, 1, 28, 28) tensor on `device`, optionally keeping only `classes`."""
     root = check_available(name, root, split, download)
+    _check_files(name, root, split)
     tv = _torchvision_dataset(name, root, split, download=False)
     images, labels = tv.data.unsqueeze(1).contiguous(), tv.targets.long()
+    if len(images) != len(labels) or images.shape[-2:] != (28, 28):
+        files = ", ".join(str(p) for p in expected_files(name, root, split))
+        raise DataError(f"dataset {name!r}: {files} do not match: {len(images)} images of shape "
+                        f"{tuple(images.shape[-2:])} and {len(labels)} labels (expected 28 x 28, one label each)")
     class_names = _IMAGE_DATASETS[name][1]
     if classes is not None and len(classes) > 0:
         bad = [c for c in classes if not 0 <= int(c) < len(class_names)]

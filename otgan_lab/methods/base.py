@@ -36,6 +36,10 @@ class Method(nn.Module):
     ema_net: ClassVar[str] = "generator"
     #: what each key fit_end returns means (display name, which direction is better)
     fit_end_specs: ClassVar[Specs] = frozen_specs({})
+    #: has reconstruct(x) = decoder(encoder(x)) (sampler=reconstruction)
+    can_reconstruct: ClassVar[bool] = False
+    #: holds a semi-discrete OT map in latent space with extended_codes(n, ...) (sampler=aeot)
+    has_latent_ot: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -149,6 +153,7 @@ class AutoEncoderMethod(Method):
     required_nets = ("encoder", "decoder")
     has_critic = False
     ema_net = "decoder"
+    can_reconstruct = True
     #: optimizer name -> the networks it updates
     optimizer_nets: ClassVar[dict[str, tuple[str, ...]]] = {"autoencoder": ("encoder", "decoder")}
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from otgan_lab.errors import OtlabError
 from otgan_lab.nets.lenet import LeNet
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -39,7 +40,7 @@ HASH_PREFIX_LEN = 8  # same length as torch.hub's file-name hash convention
 LENET_ASSETS = {"mnist": "lenet_mnist.pt", "fashion_mnist": "lenet_fashion_mnist.pt"}
 
 
-class InceptionWeightsMissing(FileNotFoundError):
+class InceptionWeightsMissing(OtlabError, FileNotFoundError):
     """pytorch-fid's Inception weights file is not on disk (and this project never downloads it)."""
 
 

@@ -13,10 +13,17 @@ import torch
 from torch import nn
 
 
+def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ValueError(f"the conv nets take images shaped (C, H, W), not data of shape {tuple(shape)}; "
+                         "for 2-D points use model=mlp2d")
+    return tuple(int(s) for s in shape)
+
+
 class ConvGenerator(nn.Module):
     def __init__(self, z_dim: int, out_shape: Sequence[int] = (1, 28, 28), width: int = 64, batchnorm: bool = True):
         super().__init__()
-        channels, height, w_ = out_shape
+        channels, height, w_ = _image_shape(out_shape)
         if height % 4 or w_ % 4:
             raise ValueError(f"ConvGenerator needs image sides divisible by 4, got {height}x{w_}")
         self.base = (2 * width, height // 4, w_ // 4)
@@ -41,7 +48,7 @@ class ConvGenerator(nn.Module):
 class ConvCritic(nn.Module):
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), width: int = 64, out_dim: int = 1, batchnorm: bool = False):
         super().__init__()
-        channels, height, w_ = in_shape
+        channels, height, w_ = _image_shape(in_shape)
         self.uses_batchnorm = batchnorm
         self.out_dim = out_dim
         self.features = nn.Sequential(

@@ -33,9 +33,16 @@ class AEOTSampler(Sampler):
             raise ValueError(f"k must be >= 2 (pairs of planes), got {k}")
         self.angle_threshold, self.k, self.interp, self.batch_size = angle_threshold, k, interp, batch_size
 
+    def requirement_problems(self, method: Any) -> list[str]:
+        if getattr(method, "has_latent_ot", False):
+            return []
+        return [f"sampler={self.name} needs a method with a latent OT map (has_latent_ot), and method "
+                f"{getattr(method, 'name', '?')!r} has none; use it with method=aeot or aeot_gan"]
+
     def _sample(self, method: Any, n: int, generator: torch.Generator | None) -> Tensor:
-        if not hasattr(method, "extended_codes"):
-            raise TypeError(f"sampler=aeot needs an AE-OT method (aeot, aeot_gan), not {type(method).__name__}")
+        problems = self.requirement_problems(method)
+        if problems:
+            raise TypeError(problems[0])
         codes = method.extended_codes(n, angle_threshold=self.angle_threshold, k=self.k, interp=self.interp,
                                       generator=generator)
         with torch.no_grad():

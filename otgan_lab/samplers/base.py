@@ -56,6 +56,11 @@ class Sampler:
         """True when ``fit(method, real)`` must be called before ``sample``."""
         return False
 
+    def requirement_problems(self, method: Any) -> list[str]:
+        """What this sampler needs that ``method`` does not declare (its capability flags); empty when the
+        pair works. Checked before training, so a run never trains and then fails at its evaluation."""
+        return []
+
     def fit(self, method: Any, real: RealData) -> None:
         """Prepare the sampler for ``method`` with real data (calibration); a no-op by default."""
 

@@ -201,6 +201,12 @@ class DOTSampler(Sampler):
             x = method.generate(z)
         return estimate_k_eff(method.critic, x, self.k_pairs, self.k_repeats, generator)
 
+    def requirement_problems(self, method: Any) -> list[str]:
+        if getattr(method, "has_critic", False):
+            return []
+        return [f"sampler={self.name} (DOT) needs a critic, and method {getattr(method, 'name', '?')!r} has "
+                "none (has_critic is False)"]
+
     def _sample(self, method: Any, n: int, generator: torch.Generator | None) -> Tensor:
         if not getattr(method, "has_critic", False):
             raise ValueError("DOT needs a critic, but the method has none (has_critic is False)")

@@ -208,6 +208,18 @@ class CriticCalibration:
             return {"platt_a": self._fn.a, "platt_b": self._fn.b}
         return {}
 
+    def requirement_problems(self, method: Any, who: str) -> list[str]:
+        """A critic, and a logit one unless this sampler calibrates (Platt-scales) it first."""
+        name = getattr(method, "name", "?")
+        if not getattr(method, "has_critic", False):
+            return [f"sampler={who} needs a critic, and method {name!r} has none (has_critic is False)"]
+        if self.steps == 0 and not getattr(method, "critic_is_logit", False):
+            return [f"sampler={who} needs a logit critic (≈ log p_data/p_gen), and method {name!r} has a "
+                    f"WGAN critic value (critic_is_logit=False): set calibrate_steps > 0 (e.g. "
+                    f"sampler.calibrate_steps=500, or {{option: {who}, calibrate_steps: 500}} in eval.samplers) "
+                    "to Platt-scale it into a logit"]
+        return []
+
     def logit_fn(self, method: Any, who: str) -> LogitFn:
         """The logit to use for ``method``: the calibrated one, or the raw critic when it is a logit."""
         if not getattr(method, "has_critic", False):
@@ -269,6 +281,9 @@ class DRSSampler(Sampler):
     @property
     def needs_real_data(self) -> bool:
         return self.calibration.steps > 0
+
+    def requirement_problems(self, method: Any) -> list[str]:
+        return self.calibration.requirement_problems(method, self.name)
 
     def fit(self, method: Any, real: RealData) -> None:
         if self.calibration.steps > 0:

@@ -88,6 +88,9 @@ class MHSampler(Sampler):
     def needs_real_data(self) -> bool:
         return self.calibration.steps > 0
 
+    def requirement_problems(self, method: Any) -> list[str]:
+        return self.calibration.requirement_problems(method, self.name)
+
     def fit(self, method: Any, real: RealData) -> None:
         if self.calibration.steps > 0:
             self.calibration.fit(method, real)

@@ -32,10 +32,16 @@ class ReconstructionSampler(Sampler):
     def needs_real_data(self) -> bool:
         return True
 
+    def requirement_problems(self, method: Any) -> list[str]:
+        if getattr(method, "can_reconstruct", False):
+            return []
+        return [f"sampler={self.name} needs a method that reconstructs its input (can_reconstruct: an "
+                f"autoencoder), and method {getattr(method, 'name', '?')!r} does not"]
+
     def fit(self, method: Any, real: RealData) -> None:
-        if not callable(getattr(method, "reconstruct", None)):
-            raise TypeError(f"sampler=reconstruction needs an autoencoder method (aeot, aeot_gan, wae_mmd, "
-                            f"wae_gan) with a reconstruct(x) method, not {type(method).__name__}")
+        problems = self.requirement_problems(method)
+        if problems:
+            raise TypeError(problems[0])
         self._real = real
 
     def _sample(self, method: Any, n: int, generator: torch.Generator | None) -> Tensor:
