@@ -197,7 +197,9 @@ MUTANTS: list[Mutant] = [
       "MD-GAN logit log(L/(lambda - L)) with the wrong sign on the log(1 - L/lambda) term", LOSSES),
     M("loss_mmd_cross_weight", "losses", "otgan_lab/losses/mmd.py",
       "return within - 2.0 * k_xy.mean()", "return within - k_xy.mean()",
-      "MMD^2 with the cross term counted once instead of twice", LOSSES + OT_AE),
+      "MMD^2 with the cross term counted once instead of twice",
+      ("tests/test_methods_aeot_wae.py::test_imq_mmd_matches_double_loop_and_separates_shifted_samples",)
+      + OT_AE),
     # --------------------------------------------------------------------------------------- samplers
     M("drs_gamma_sign", "samplers", "otgan_lab/samplers/drs.py",
       "accept = uniforms(len(f), f.device, generator).log() < nnf.logsigmoid(f - gamma)",
