@@ -56,7 +56,9 @@ BOOKKEEPING_KEYS = (
 )
 # Row fields that --by may name directly (anything else is a dotted config key).
 RECORD_FIELDS = ("method", "sampler", "dataset", "model", "precision", "status")
-NOT_COMPLETED = ("diverged", "failed", "interrupted", "running", "unreadable")
+# a completed training run whose evaluation failed (the weights are saved: `otlab eval run=...` redoes it)
+EVAL_FAILED = "eval failed"
+NOT_COMPLETED = ("diverged", "failed", "interrupted", "running", "unreadable", EVAL_FAILED)
 # The metric name of a table whose records name none (every run failed before it was evaluated, in an old
 # record): the table still lists the runs, and says that no metric was recorded.
 NO_METRIC = "(no metric recorded)"
@@ -184,9 +186,12 @@ def measurements_from_record(record: dict[str, Any], path: Path) -> list[Measure
     specs = dict(record.get("metric_specs") or {})
     samplers = record.get("samplers") or {}
     if samplers:
+        # a completed run whose evaluation with this sampler failed: its own status, with the evaluation's error
         return [Measurement(sampler=str(name), metrics=dict(entry.get("metrics") or {}),
                             protocol=entry.get("protocol", record.get("protocol")),
-                            metric_specs={**specs, **(entry.get("metric_specs") or {})}, **common)
+                            metric_specs={**specs, **(entry.get("metric_specs") or {})},
+                            **{**common, **({"status": EVAL_FAILED, "error": entry["error"]}
+                                            if entry.get("error") and common["status"] == "completed" else {})})
                 for name, entry in samplers.items()]
     return [Measurement(sampler=sampler_name(record), metrics=dict(record.get("metrics") or {}),
                         protocol=record.get("protocol"), metric_specs=specs, **common)]
@@ -758,7 +763,8 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def _value_text(row: Row) -> str:
     if row.status != "completed":
-        bound = "—" if row.value is None else _fmt(row.value)  # R4 writes a failed run as 'inf'
+        # R4 writes a failed run as 'inf'; an evaluation that failed has no value at all
+        bound = "—" if row.value is None or row.status == EVAL_FAILED else _fmt(row.value)
         return f"{bound} ({row.status})"
     s = row.stats
     if s.mean is None:
@@ -791,7 +797,7 @@ def _row_record(row: Row | None, rrow: ReportRow | None, show_published: bool) -
                                    + ([] if sel is None else ["no matching runs"])))
         return rec
     s = row.stats
-    mean = s.mean if row.status == "completed" else row.value
+    mean = s.mean if row.status == "completed" else None if row.status == EVAL_FAILED else row.value
     rec.update(
         method=row.method, sampler=row.sampler, variant=row.variant, dataset=row.dataset, model=row.model,
         status=row.status, n=len(row.measurements), n_runs=row.n_group,

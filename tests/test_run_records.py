@@ -234,6 +234,8 @@ def test_final_checkpoint_is_written_before_a_failing_evaluation(in_tmp, monkeyp
     assert "metric exploded" in record["samplers"]["standard"]["error"]
     assert "metric exploded" in record["eval_error"]
     assert "evaluation with sampler standard failed" in out and "otlab eval run=" in out
+    code, table, _ = otlab("table", str(run_dir), "--format", "csv")
+    assert code == 0 and "eval failed" in table and "metric exploded" in table and "inf" not in table
 
     # the evaluation is redone from the saved weights; the error is gone from the record
     code, out, err = otlab("eval", f"run={run_dir}", "logger=none")
