@@ -21,7 +21,6 @@ from otgan_lab.losses.mdgan import (
     mdgan_discriminator_loss,
     mdgan_generator_loss,
     mdgan_logit,
-    mdgan_losses,
     sgmm_log_likelihood,
     sgmm_log_max,
     simplex_vertices,
@@ -361,7 +360,8 @@ def test_mdgan_gan_equivalence():
     ll_real = torch.tensor(np.log(d_real * lam))
     ll_fake = torch.tensor(np.log(d_fake * lam))
     gan_d = -np.mean(np.log(d_real)) - np.mean(np.log(1 - d_fake))
-    loss_d, loss_g = mdgan_losses(ll_real, ll_fake, math.log(lam), reg=0.0)
+    loss_d = mdgan_discriminator_loss(ll_real, ll_fake, math.log(lam), reg=0.0)
+    loss_g = mdgan_generator_loss(ll_fake, math.log(lam), reg=0.0)
     assert loss_d.item() - gan_d == pytest.approx(-2 * math.log(lam), abs=1e-12)
     assert loss_g.item() == pytest.approx(np.mean(np.log(1 - d_fake)) + math.log(lam), abs=1e-12)
 
@@ -374,7 +374,7 @@ def test_mdgan_gan_equivalence():
     ns = mdgan_generator_loss(ll_fake, math.log(lam), reg=reg, non_saturating=True)
     assert ns.item() == pytest.approx(-np.mean(np.log(reg + l_fake)), abs=1e-12)
     # Default reg = 1e-8 is a negligible perturbation.
-    loss_d_default, _ = mdgan_losses(ll_real, ll_fake, math.log(lam))
+    loss_d_default = mdgan_discriminator_loss(ll_real, ll_fake, math.log(lam))
     assert loss_d_default.item() - gan_d == pytest.approx(-2 * math.log(lam), abs=1e-4)
 
 
@@ -385,7 +385,8 @@ def test_mdgan_losses_finite_at_and_above_lambda(dtype):
     ll_fake = torch.tensor([log_lambda, log_lambda + 1e-3, log_lambda - 1.0], dtype=dtype, requires_grad=True)
     ll_real = torch.tensor([log_lambda, log_lambda - 2.0], dtype=dtype, requires_grad=True)
     for non_saturating in (False, True):
-        loss_d, loss_g = mdgan_losses(ll_real, ll_fake, log_lambda, non_saturating=non_saturating)
+        loss_d = mdgan_discriminator_loss(ll_real, ll_fake, log_lambda)
+        loss_g = mdgan_generator_loss(ll_fake, log_lambda, non_saturating=non_saturating)
         grads = torch.autograd.grad(loss_d + loss_g, (ll_real, ll_fake))
         assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
         assert all(torch.isfinite(g).all() for g in grads)

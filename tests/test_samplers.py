@@ -14,9 +14,10 @@ from scipy import integrate, stats
 from torch import Tensor, nn
 
 from otgan_lab.samplers.base import draw_latents
+from otgan_lab.samplers.calibration import calibrate_critic, fit_platt
 from otgan_lab.samplers.dot import DOTSampler, dot_latent, dot_target, estimate_k_eff, transport_objective
-from otgan_lab.samplers.drs import DRSSampler, calibrate_critic, drs_accept_prob, drs_score, fit_platt
-from otgan_lab.samplers.mh import MHSampler, mh_independence_chain
+from otgan_lab.samplers.drs import DRSSampler, drs_score
+from otgan_lab.samplers.mh import MHSampler
 from otgan_lab.samplers.standard import StandardSampler
 
 # ----------------------------------------------------------------------------------------------------------
@@ -142,6 +143,11 @@ def test_sampling_runs_in_eval_mode_and_restores_flags():
 # DRS (METHODS.md §10)
 
 
+def drs_accept_prob(logits: Tensor, max_logit: float, gamma: float, eps: float) -> Tensor:
+    """The DRS acceptance rule σ(F − γ) (Azadi et al. 2019) applied to the code's score F."""
+    return torch.sigmoid(drs_score(logits, max_logit, eps) - gamma)
+
+
 def test_drs_identity_at_gamma_zero():
     delta = -torch.logspace(-9, math.log10(30.0), 2000, dtype=torch.float64)  # Δ = l − D̃_M ∈ [−30, −1e-9]
     # ε → 0: σ(F) → e^Δ, the ideal acceptance exp(D̃ − D̃_M)
@@ -157,7 +163,7 @@ def test_drs_identity_at_gamma_zero():
 
 def test_drs_acceptance_monotone_in_logit():
     logits = torch.linspace(-20.0, 4.0, 5001, dtype=torch.float64)
-    p = drs_accept_prob(logits, 4.0, gamma=1.3)
+    p = drs_accept_prob(logits, 4.0, gamma=1.3, eps=1e-6)
     assert bool((p.diff() > 0).all())
 
 
@@ -175,7 +181,8 @@ def test_drs_exact_toy_gamma_zero():
     assert abs(float(x.mean()) - 2 / 3) < 0.01  # Beta(2, 1) mean; std of the mean ≈ 0.0017
     assert stats.kstest(x.numpy(), lambda t: t**2).pvalue > 1e-3  # Beta(2, 1) CDF is x²
     assert abs(sampler.stats["max_logit"] - math.log(2.0)) < 1e-3
-    assert sampler.stats["draws_per_accepted"] == pytest.approx(1 / sampler.stats["acceptance_rate"], rel=0.01)
+    rate = sampler.stats["acceptance_rate"]
+    assert sampler.stats["draws_per_accepted"] == pytest.approx(1 / rate, rel=0.01)
 
 
 def test_drs_exact_toy_gamma_at_95th_percentile():
@@ -290,7 +297,8 @@ def test_k_eff_linear_critic_bounded_by_and_approaches_norm_w():
 
 
 def test_latent_k_eff_bounded_by_norm_of_a_transpose_w():
-    a = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, 0.0, 1.0, 1.0], [0.0, -1.0, 2.0, 0.0]], dtype=torch.float64)
+    a = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, 0.0, 1.0, 1.0], [0.0, -1.0, 2.0, 0.0]],
+                     dtype=torch.float64)
     w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     bound = float((a.T @ w).norm())  # D(G(z)) = (Aᵀw)·z
     method = LinearMethod(a, w)
@@ -382,7 +390,8 @@ def test_dot_latent_normal_prior_radial_correction_one_step():
     g_official = g - z_y * (z_y @ g).unsqueeze(1) / math.sqrt(d)
     assert torch.allclose(z1, z_y - lr * g_official, atol=1e-12)
     # the exact tangent projection: the first step is orthogonal to z_y
-    z1 = dot_latent(z_y, lambda zz: zz @ v, k, steps=1, lr=lr, prior_kind="normal", delta=delta, radial="project")
+    z1 = dot_latent(z_y, lambda zz: zz @ v, k, steps=1, lr=lr, prior_kind="normal", delta=delta,
+                    radial="project")
     assert float(((z1 - z_y) * z_y).sum(1).abs().max()) < 1e-12
     assert float((z1 - z_y).norm(dim=1).min()) > 1e-3
 
@@ -410,35 +419,52 @@ R = torch.tensor([3.0, 1.0, 0.5, 1.2], dtype=torch.float64)
 P_D = P_G * R / (P_G * R).sum()  # the independence sampler's target p_d ∝ p_g·r
 
 
-def _run_discrete_chains(init: Tensor, steps: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Chains over 4 categories with p_g proposals: (category of each chain at each step, accepted)."""
-    g = gen(seed)
-    chains = len(init)
-    proposals = torch.multinomial(P_G, steps * chains, replacement=True, generator=g).reshape(steps, chains)
-    table = torch.cat([init.reshape(1, -1), proposals])  # (steps + 1, chains) categories
-    log_u = torch.rand(steps, chains, dtype=torch.float64, generator=g).log()
-    state, accepted = mh_independence_chain(R.log()[table], log_u)
-    return table.gather(0, state), accepted
+class CategoricalMethod:
+    """p_g = P_G on the categories 0..3 (inverse CDF of a U[−1, 1] latent); logit log r(x) = log R[x]."""
+
+    prior_kind = "uniform"
+    has_critic = True
+    critic_is_logit = True
+
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.rand(n, 1, dtype=torch.float64, generator=generator) * 2 - 1
+
+    def generate(self, z: Tensor) -> Tensor:
+        u = ((z + 1) / 2).reshape(-1)
+        return torch.searchsorted(P_G.cumsum(0), u, right=True).clamp(max=3).to(torch.float64).reshape(-1, 1)
+
+    def critic(self, x: Tensor) -> Tensor:
+        return R.log()[x.reshape(-1).long()]
 
 
-def test_mh_chain_leaves_target_invariant():
+def mh_kernel() -> tuple[Tensor, Tensor]:
+    """The independence-MH transition matrix T[i, j] = p_g(j) min(1, r_j/r_i) (j ≠ i) and the chance A[i]
+    that a proposal is accepted from state i (a proposal equal to the state counts as accepted)."""
+    moves = P_G[None, :] * (R[None, :] / R[:, None]).clamp(max=1)
+    kernel = moves.clone()
+    kernel.diagonal().zero_()
+    kernel.diagonal().copy_(1 - kernel.sum(1))
+    return kernel, moves.sum(1)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 40])
+def test_mh_sampler_follows_the_chain_law_on_categories(steps: int):
+    """From a p_g start, k MH steps give the law p_g T^k exactly; it tends to p_d, which T leaves
+    invariant."""
+    kernel, accept = mh_kernel()
+    assert torch.allclose(P_D @ kernel, P_D, atol=1e-15)  # the oracle's own detailed balance
+    law, rate = P_G.clone(), 0.0
+    for _ in range(steps):
+        rate += float(law @ accept) / steps
+        law = law @ kernel
     chains = 40000
-    init = torch.multinomial(P_D, chains, replacement=True, generator=gen(22))  # start exactly at p_d
-    cats, _ = _run_discrete_chains(init, 20, seed=23)
-    for k in (1, 5, 20):
-        freq = torch.bincount(cats[k], minlength=4).double() / chains
-        assert float((freq - P_D).abs().max()) < 0.01  # binomial std ≤ 0.0025
-
-
-def test_mh_chain_converges_to_target_from_proposal():
-    chains, steps, burn = 2000, 300, 50
-    init = torch.multinomial(P_G, chains, replacement=True, generator=gen(24))
-    cats, accepted = _run_discrete_chains(init, steps, seed=25)
-    freq = torch.bincount(cats[burn:].reshape(-1), minlength=4).double() / cats[burn:].numel()
-    assert float((freq - P_D).abs().max()) < 0.01
-    # stationary acceptance rate E_{x~p_d, x'~p_g} min(1, r(x')/r(x)), from the closed form
-    expected = float((P_D[:, None] * P_G[None, :] * (R[None, :] / R[:, None]).clamp(max=1)).sum())
-    assert abs(float(accepted[burn:].double().mean()) - expected) < 0.01
+    sampler = MHSampler(chain_length=steps, batch_size=chains)
+    x = sampler.sample(CategoricalMethod(), chains, generator=gen(22)).reshape(-1).long()
+    freq = torch.bincount(x, minlength=4).double() / chains
+    assert float((freq - law).abs().max()) < 0.01  # binomial std ≤ 0.0025
+    assert abs(sampler.stats["acceptance_rate"] - rate) < 0.01
+    if steps == 40:
+        assert float((law - P_D).abs().max()) < 1e-6  # the chain has converged to p_d
 
 
 def test_mh_sampler_exact_toy():

@@ -353,7 +353,7 @@ def test_sampler_stats_and_fit_end_results_are_declared():
 
     from otgan_lab.methods.aeot import AEOT
     from otgan_lab.samplers.base import Sampler
-    from otgan_lab.samplers.drs import CriticCalibration
+    from otgan_lab.samplers.calibration import CriticCalibration
 
     samplers = table._subclasses("otgan_lab.samplers", Sampler)
     assert len(samplers) >= 6

@@ -28,7 +28,7 @@ from otgan_lab import checkpoint
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.samplers.aeot import AEOTSampler
 from otgan_lab.samplers.dot import DOTSampler, dot_target, estimate_k_eff, transport_objective
-from otgan_lab.samplers.drs import DRSSampler, drs_accept_prob
+from otgan_lab.samplers.drs import DRSSampler, drs_score
 from otgan_lab.samplers.mh import MHSampler, mh_accept
 from otgan_lab.samplers.standard import StandardSampler
 from tests.helpers import compose_cfg, tiny_trainer
@@ -95,6 +95,12 @@ def azadi_accept_prob(logit: np.ndarray, max_logit: float, gamma: float, eps: fl
     """σ(F − γ), F = Δ − log(1 − e^{Δ−ε}), Δ = l − D̃_M; e^{−F} = e^{−Δ} − e^{−ε}, so σ = 1/(1 + e^γ(e^{−Δ} − e^{−ε}))."""
     delta = logit - max_logit
     return 1.0 / (1.0 + math.exp(gamma) * (np.exp(-delta) - math.exp(-eps)))
+
+
+def drs_accept_prob(logits: Tensor, max_logit: float, gamma: float, eps: float) -> Tensor:
+    """The DRS acceptance rule σ(F − γ) applied to the code's score F (the sampler's own rule is checked
+    against the replayed algorithm below)."""
+    return torch.sigmoid(drs_score(logits, max_logit, eps) - gamma)
 
 
 def test_drs_acceptance_probability_is_the_azadi_closed_form():

@@ -13,17 +13,17 @@ import math
 import torch
 from torch import Tensor
 
+from otgan_lab.numerics import log1mexp
+
 __all__ = [
     "mdgan_discriminator_loss",
     "mdgan_generator_loss",
     "mdgan_logit",
-    "mdgan_losses",
     "sgmm_log_likelihood",
     "sgmm_log_max",
     "simplex_vertices",
 ]
 
-_LOG2 = math.log(2.0)
 # log L − log λ is clamped here before log(1 − e^u): L ≤ λ only holds up to the accuracy of λ, and at
 # u = 0 the log is −inf. The price is a zero gradient for the rare samples that reach the clamp.
 _MAX_LOG_RATIO = -1e-7
@@ -147,18 +147,6 @@ def sgmm_log_max(
     return (log_lambda, best_e) if return_argmax else log_lambda
 
 
-def _log1mexp(u: Tensor) -> Tensor:
-    """log(1 − e^u) for u < 0, accurate everywhere (Mächler 2012): expm1 near 0, log1p far from it.
-
-    Each branch is evaluated on an input that is safe for it, so torch.where never back-propagates an
-    inf from the branch it discards.
-    """
-    near_zero = u > -_LOG2
-    a = torch.log(-torch.expm1(torch.where(near_zero, u, torch.full_like(u, -1.0))))
-    b = torch.log1p(-torch.exp(torch.where(near_zero, torch.full_like(u, -1.0), u)))
-    return torch.where(near_zero, a, b)
-
-
 def _as_log_lambda(log_lambda: float | Tensor, like: Tensor) -> Tensor:
     return torch.as_tensor(log_lambda, dtype=like.dtype, device=like.device)
 
@@ -170,7 +158,7 @@ def _log_ratio(loglik: Tensor, log_lambda: float | Tensor) -> Tensor:
 
 def _log_lambda_minus_l(loglik: Tensor, log_lambda: float | Tensor) -> Tensor:
     """log(λ − L) = log λ + log(1 − L/λ)."""
-    return _as_log_lambda(log_lambda, loglik) + _log1mexp(_log_ratio(loglik, log_lambda))
+    return _as_log_lambda(log_lambda, loglik) + log1mexp(_log_ratio(loglik, log_lambda))
 
 
 def _log_plus_reg(log_x: Tensor, reg: float) -> Tensor:
@@ -201,24 +189,7 @@ def mdgan_generator_loss(
     return _log_plus_reg(_log_lambda_minus_l(loglik_fake, log_lambda), reg).mean()
 
 
-def mdgan_losses(
-    loglik_real: Tensor,
-    loglik_fake: Tensor,
-    log_lambda: float | Tensor,
-    reg: float = 1e-8,
-    non_saturating: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """(L_D, L_G) on the same log-likelihoods; see the two functions above for the formulas.
-
-    In a training step compute L_D on detached fakes and L_G on fresh, non-detached ones; calling the two
-    functions separately avoids building the unused half.
-    """
-    loss_d = mdgan_discriminator_loss(loglik_real, loglik_fake, log_lambda, reg)
-    loss_g = mdgan_generator_loss(loglik_fake, log_lambda, reg, non_saturating)
-    return loss_d, loss_g
-
-
 def mdgan_logit(loglik: Tensor, log_lambda: float | Tensor) -> Tensor:
     """log(L/(λ − L)): the logit of D = L/λ (sigmoid(logit) = L/λ), as DRS needs it. Shape of loglik."""
     u = _log_ratio(loglik, log_lambda)
-    return u - _log1mexp(u)
+    return u - log1mexp(u)

@@ -14,24 +14,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from otgan_lab.metrics.spec import frozen_specs
-from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, Sampler
+from otgan_lab.samplers.base import ChunkedSampler
 
 
-class AEOTSampler(Sampler):
+class AEOTSampler(ChunkedSampler):
     name = "aeot"
-    stat_specs = frozen_specs({"draws_per_sample": DRAWS_PER_SAMPLE})
 
     def __init__(self, angle_threshold: float | None = None, k: int | None = None,
                  interp: float | str | None = None, batch_size: int = 1000) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(batch_size)
         if angle_threshold is not None and angle_threshold <= 0:
             raise ValueError(f"angle_threshold must be > 0 radians, got {angle_threshold}")
         if k is not None and k < 2:
             raise ValueError(f"k must be >= 2 (pairs of planes), got {k}")
-        self.angle_threshold, self.k, self.interp, self.batch_size = angle_threshold, k, interp, batch_size
+        self.angle_threshold, self.k, self.interp = angle_threshold, k, interp
 
     def requirement_problems(self, method: Any) -> list[str]:
         if getattr(method, "has_latent_ot", False):

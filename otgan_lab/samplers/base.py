@@ -79,6 +79,22 @@ class Sampler:
         return f"{type(self).__name__}()"
 
 
+class ChunkedSampler(Sampler):
+    """A sampler returning one generator output per sample, computed ``batch_size`` samples at a time
+    (standard, reconstruction, aeot): it costs one draw per sample."""
+
+    stat_specs = frozen_specs({"draws_per_sample": DRAWS_PER_SAMPLE})
+
+    def __init__(self, batch_size: int = 1000) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(batch_size={self.batch_size})"
+
+
 @contextlib.contextmanager
 def eval_mode(method: Any) -> Iterator[None]:
     """Put every submodule of ``method`` in eval mode and restore each one's own flag afterwards.
@@ -133,7 +149,8 @@ def flat_norm(x: Tensor) -> Tensor:
     return x.flatten(1).norm(dim=1)
 
 
-def real_batches(real: RealData, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
+def real_batches(real: RealData, batch_size: int,
+                 generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """An endless stream of real batches from any ``RealData`` form (re-iterating an exhausted loader)."""
     if isinstance(real, Tensor):
         device = generator.device if generator is not None else torch.device("cpu")

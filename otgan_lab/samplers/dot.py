@@ -67,7 +67,8 @@ def _optimizer(kind: str, param: Tensor, lr: float) -> torch.optim.Optimizer:
 
 def _check_k(k_eff: float) -> None:
     if not (math.isfinite(k_eff) and k_eff > 0):
-        raise ValueError(f"K_eff must be finite and > 0, got {k_eff} (is the critic constant on the samples?)")
+        raise ValueError(f"K_eff must be finite and > 0, got {k_eff} "
+                         "(is the critic constant on the samples?)")
 
 
 def dot_target(
@@ -138,7 +139,8 @@ def dot_latent(
             (grad,) = torch.autograd.grad(h.sum(), z)
         if prior_kind == "normal" and radial != "none":
             zf, gf = z.detach().flatten(1), grad.flatten(1)  # (n, d)
-            scale = math.sqrt(dim) if radial == "official" else (zf * zf).sum(1, keepdim=True).clamp_min(1e-12)
+            scale = (math.sqrt(dim) if radial == "official"
+                     else (zf * zf).sum(1, keepdim=True).clamp_min(1e-12))
             grad = (gf - zf * (zf * gf).sum(1, keepdim=True) / scale).view_as(grad)
         z.grad = grad
         opt.step()
@@ -187,7 +189,8 @@ class DOTSampler(Sampler):
         self.steps = steps if steps is not None else (10 if space == "latent" else 100)
         self.optimizer = optimizer or ("sgd" if space == "latent" else "adam")
         self.lr, self.k_pairs, self.k_repeats, self.k_eff = lr, k_pairs, k_repeats, k_eff
-        self.delta, self.clip, self.batch_size = delta, (tuple(clip) if clip is not None else None), batch_size
+        self.delta, self.batch_size = delta, batch_size
+        self.clip = tuple(clip) if clip is not None else None
         self.radial = radial  # normal-prior gradient correction in latent space, see dot_latent
 
     def _estimate_k(self, method: Any, generator: torch.Generator | None) -> float:
@@ -225,7 +228,8 @@ class DOTSampler(Sampler):
                 with torch.no_grad():
                     x = method.generate(z_t)
             else:
-                x = dot_target(y, method.critic, k, self.steps, self.lr, self.delta, self.clip, self.optimizer)
+                x = dot_target(y, method.critic, k, self.steps, self.lr, self.delta, self.clip,
+                               self.optimizer)
             with torch.no_grad():
                 before.append(method.critic(y).reshape(-1).double())
                 after.append(method.critic(x).reshape(-1).double())

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from otgan_lab.metrics.spec import MetricSpec, frozen_specs
-from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, RealData, Sampler, draw_latents, uniforms
-from otgan_lab.samplers.drs import CriticCalibration, LogitFn
+from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, draw_latents, uniforms
+from otgan_lab.samplers.calibration import CalibratedSampler, CriticCalibration, LogitFn
 
 
 def mh_accept(log_r_current: Tensor, log_r_proposal: Tensor, log_u: Tensor) -> Tensor:
@@ -31,29 +31,7 @@ def mh_accept(log_r_current: Tensor, log_r_proposal: Tensor, log_u: Tensor) -> T
     return log_u < (log_r_proposal - log_r_current)
 
 
-def mh_independence_chain(log_r: Tensor, log_u: Tensor) -> tuple[Tensor, Tensor]:
-    """Run independence MH chains on precomputed log density ratios.
-
-    log_r: (K + 1, C) log r of each chain's initial state (row 0) and of its K proposals (rows 1..K).
-    log_u: (K, C) log of U[0, 1) draws, one per proposal.
-    Returns ``state`` (K + 1, C) long, the row index each chain sits at after each step (row 0 is 0), and
-    ``accepted`` (K, C) bool. Gathering a proposal table with ``state`` gives the chain's states.
-    """
-    steps, chains = log_u.shape
-    if log_r.shape != (steps + 1, chains):
-        raise ValueError(f"log_r must have shape {(steps + 1, chains)}, got {tuple(log_r.shape)}")
-    state = torch.zeros(steps + 1, chains, dtype=torch.long, device=log_r.device)
-    current, current_log_r = state[0].clone(), log_r[0].clone()
-    accepted = torch.zeros(steps, chains, dtype=torch.bool, device=log_r.device)
-    for k in range(steps):
-        acc = mh_accept(current_log_r, log_r[k + 1], log_u[k])
-        current = torch.where(acc, torch.full_like(current, k + 1), current)
-        current_log_r = torch.where(acc, log_r[k + 1], current_log_r)
-        state[k + 1], accepted[k] = current, acc
-    return state, accepted
-
-
-class MHSampler(Sampler):
+class MHSampler(CalibratedSampler):
     """MH-GAN sampling with ``chain_length`` generator proposals per returned sample.
 
     The paper evaluates chains of up to 640 proposals [recalled], as does the DOT authors' MH code (default
@@ -78,26 +56,10 @@ class MHSampler(Sampler):
         calibrate_lr: float = 1e-4,
         calibration: str = "platt",
     ) -> None:
-        super().__init__()
         if chain_length < 0 or batch_size < 1:
             raise ValueError("chain_length must be >= 0 and batch_size >= 1")
+        super().__init__(calibrate_steps, calibrate_lr, calibration, batch_size)
         self.chain_length, self.batch_size = chain_length, batch_size
-        self.calibration = CriticCalibration(calibrate_steps, calibrate_lr, calibration, min(batch_size, 256))
-
-    @property
-    def needs_real_data(self) -> bool:
-        return self.calibration.steps > 0
-
-    def requirement_problems(self, method: Any) -> list[str]:
-        return self.calibration.requirement_problems(method, self.name)
-
-    def fit(self, method: Any, real: RealData) -> None:
-        if self.calibration.steps > 0:
-            self.calibration.fit(method, real)
-
-    def calibrate(self, method: Any, real: RealData, steps: int | None = None,
-                  generator: torch.Generator | None = None) -> LogitFn:
-        return self.calibration.fit(method, real, steps, generator)
 
     @torch.no_grad()
     def _draw(self, method: Any, logit_fn: LogitFn, m: int,

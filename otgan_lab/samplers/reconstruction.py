@@ -13,19 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from otgan_lab.metrics.spec import frozen_specs
-from otgan_lab.samplers.base import DRAWS_PER_SAMPLE, RealData, Sampler, real_batches
+from otgan_lab.samplers.base import ChunkedSampler, RealData, real_batches
 
 
-class ReconstructionSampler(Sampler):
+class ReconstructionSampler(ChunkedSampler):
     name = "reconstruction"
-    stat_specs = frozen_specs({"draws_per_sample": DRAWS_PER_SAMPLE})
 
     def __init__(self, batch_size: int = 1000) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        super().__init__(batch_size)
         self._real: RealData | None = None
 
     @property
@@ -46,7 +41,8 @@ class ReconstructionSampler(Sampler):
 
     def _sample(self, method: Any, n: int, generator: torch.Generator | None) -> Tensor:
         if self._real is None:
-            raise RuntimeError("sampler=reconstruction: call fit(method, real) with real data before sample()")
+            raise RuntimeError("sampler=reconstruction: call fit(method, real) with real data "
+                               "before sample()")
         stream = real_batches(self._real, self.batch_size, generator)
         parts, left = [], n
         with torch.no_grad():
@@ -56,6 +52,3 @@ class ReconstructionSampler(Sampler):
                 left -= x.shape[0]
         self.stats = {"draws_per_sample": 1.0}
         return torch.cat(parts)[:n] if parts else method.reconstruct(next(stream)[:0].to(method.device))
-
-    def __repr__(self) -> str:
-        return f"ReconstructionSampler(batch_size={self.batch_size})"
