@@ -1,12 +1,9 @@
 """`otlab eval`: evaluate a finished run from its checkpoint (with its saved config, not today's YAML), with
-any sampler and metrics; or measure the real-data floor of a dataset (train vs test split).
+any sampler and metrics; or measure the real-data floor of a dataset (test split vs train split).
 
-    otlab eval run=outputs/runs/<dir> [sampler=drs] [metrics=images] [eval.use_ema=true] [eval.n_samples=N]
-               [sampler.percentile=95] [metrics.fid.backbone=inception] [device=cpu]
-    otlab eval real=mnist [metrics=images] [eval.n_samples=10000]
-
-Results are written into the run's result.json: one record per (sampler, protocol, EMA) in `evaluations`,
-and the latest record per sampler in `samplers`, which `otlab table` reads.
+A Hydra app (conf/eval.yaml): `otlab eval run=<dir> sampler=drs metrics=images eval.use_ema=true`. Results
+are written into the run's result.json: one record per (sampler, protocol, EMA) in `evaluations`, and the
+latest record per sampler in `samplers`, which `otlab table` reads.
 """
 
 from __future__ import annotations
@@ -16,56 +13,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from otgan_lab import build, checkpoint, records
+from otgan_lab import build, records, runconfig
 from otgan_lab.data.images import image_dataset
-from otgan_lab.errors import OtlabError
+from otgan_lab.errors import ConfigError, OtlabError
+from otgan_lab.paths import conf_dir
 from otgan_lab.rundir import RunDir
 
-USAGE = __doc__.split("\n\n")[1]
-_GROUPS = ("sampler", "metrics")
-
-
-def split_key_values(argv: list[str], special_keys: tuple[str, ...], usage: str) -> tuple[dict[str, str], list[str]]:
-    """key=value arguments of a non-Hydra command: `special_keys` apart, dotted overrides kept in order.
-    -h/--help or no argument prints `usage` and exits."""
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(usage)
-        sys.exit(0)
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise build.ConfigError(f"arguments must be key=value, got {bad}\n{usage}")
-    special, dotted = {}, []
-    for arg in argv:
-        key, value = arg.split("=", 1)
-        if key in special_keys:
-            special[key] = value
-        else:
-            dotted.append(arg)
-    return special, dotted
-
-
-def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """key=value arguments: `run`/`real` and group choices apart, dotted overrides kept in order."""
-    special, dotted = split_key_values(argv, ("run", "real", "device", *_GROUPS), USAGE)
-    if ("run" in special) == ("real" in special):
-        raise build.ConfigError(f"give exactly one of run=<run dir> or real=<dataset>\n{USAGE}")
-    return special, dotted
-
-
-def compose(base: DictConfig, special: dict[str, str], dotted: list[str]) -> DictConfig:
-    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
-    for group in _GROUPS:
-        if group in special:
-            cfg[group] = build.load_option(group, special[group])
-    if "device" in special:
-        cfg.device = special["device"]
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted)) if dotted else cfg
+APP_KEYS = ("run", "real")  # the app's own keys; everything else the user sets applies to the run's config
 
 
 def _print(title: str, metrics: dict[str, float]) -> None:
@@ -77,30 +38,12 @@ def _print(title: str, metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
-def load_run(run_dir: Path, special: dict[str, str], dotted: list[str]):
-    """(result, cfg, data, method with the last checkpoint's weights, checkpoint state, checkpoint path)."""
-    result = records.read_result(run_dir)
-    cfg = compose(OmegaConf.create(result["config"]), special, dotted)
-    found = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    if not found:
-        raise build.ConfigError(f"{run_dir / 'checkpoints'} holds no checkpoint to load")
-    device = build.resolve_device(cfg.device)
-    build.seed_everything(cfg.seed, cfg.get("num_threads"))
-    data = build.build_dataset(cfg, cfg.seed, device)
-    method = build.build_method(cfg, device)
-    state = checkpoint.load(found[-1], map_location=device)
-    method.load_state_dict(state["method"])
-    if cfg.eval.use_ema:
-        if state.get("ema") is None:
-            raise build.ConfigError(f"eval.use_ema=true but {found[-1].name} holds no EMA weights (trained without EMA)")
-        method.ema_module.load_state_dict(state["ema"])
-    return result, cfg, data, method, state, found[-1]
-
-
-def evaluate_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> dict[str, Any]:
-    result, cfg, data, method, state, ckpt = load_run(run_dir, special, dotted)
+def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    result, data, method, state, ckpt = runconfig.load_run(run_dir, cfg)
     use_ema = bool(cfg.eval.use_ema)
     sampler = build.build_sampler(cfg.sampler)
+    build.check_samplers(method, [sampler])
+    build.check_metrics(cfg, data)
     evaluator = build.build_evaluator(cfg, data, sampler, run_dir, None, primary=False)
     method.eval()
     torch.manual_seed(cfg.eval.seed)
@@ -124,17 +67,19 @@ def evaluate_run(run_dir: Path, special: dict[str, str], dotted: list[str]) -> d
     return entry
 
 
-def evaluate_real(dataset: str, special: dict[str, str], dotted: list[str]) -> dict[str, float]:
-    """The floor: metrics of the test split against the reference (training) split."""
-    from otgan_lab.paths import conf_dir
-
+def floor_config(app_cfg: DictConfig, dataset: str, argv: list[str]) -> DictConfig:
+    """A config that measures `dataset`'s floor: its option, the chosen metrics, the run-level defaults."""
     base = OmegaConf.load(conf_dir() / "config.yaml")
-    base.pop("defaults", None)
-    base.pop("hydra", None)
+    for key in ("defaults", "hydra"):
+        base.pop(key, None)
     base.dataset = build.load_option("dataset", dataset)
-    base.metrics = build.load_option("metrics", special.get("metrics", "images"))
+    base.metrics = app_cfg.metrics
     base.batch_size = 1
-    cfg = compose(base, {k: v for k, v in special.items() if k != "metrics"}, dotted)
+    return runconfig.run_config(OmegaConf.to_container(base, resolve=False), app_cfg, argv, APP_KEYS)
+
+
+def evaluate_real(dataset: str, cfg: DictConfig) -> dict[str, float]:
+    """The floor: metrics of the test split against the reference (training) split."""
     device = build.resolve_device(cfg.device)
     data = build.build_dataset(cfg, 0, device)
     test = image_dataset(dataset, root=data.meta["root"], split="test", classes=data.meta.get("classes"),
@@ -146,18 +91,27 @@ def evaluate_real(dataset: str, special: dict[str, str], dotted: list[str]) -> d
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+_ARGV: list[str] = []  # the user's own arguments (without the run's group choices added for Hydra)
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
+def hydra_main(app_cfg: DictConfig) -> None:
     try:
-        special, dotted = parse_args(argv)
-        if "run" in special:
-            run_dir = Path(special["run"])
-            if not (run_dir / records.RESULT_FILE).is_file():
-                raise build.ConfigError(f"{run_dir} is not a run directory (no result.json)")
+        if (app_cfg.run is None) == (app_cfg.real is None):
+            raise ConfigError("give exactly one of run=<run dir> or real=<dataset> (otlab eval --help)")
+        if app_cfg.run is not None:
+            run_dir = Path(app_cfg.run)
+            cfg = runconfig.run_config(runconfig.saved_config(run_dir), app_cfg, _ARGV, APP_KEYS)
             with RunDir(run_dir):  # one writer of result.json at a time: refused while a run trains here
-                evaluate_run(run_dir, special, dotted)
+                evaluate_run(run_dir, cfg)
         else:
-            evaluate_real(special["real"], special, dotted)
+            evaluate_real(str(app_cfg.real), floor_config(app_cfg, str(app_cfg.real), _ARGV))
     except OtlabError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab eval:[/] {escape(str(exc))}")
         sys.exit(2)
+
+
+def main() -> None:
+    _ARGV[:] = sys.argv[1:]
+    sys.argv[1:] = runconfig.app_argv(_ARGV)
+    hydra_main()

@@ -15,8 +15,9 @@ import argparse
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from otgan_lab.eval import load_run
+from otgan_lab import runconfig
 
 
 def main() -> None:
@@ -24,7 +25,8 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--n", type=int, default=20000)
     args = parser.parse_args()
-    result, cfg, data, method, _, ckpt = load_run(args.run, {}, [])
+    cfg = OmegaConf.create(runconfig.saved_config(args.run))
+    result, data, method, _, ckpt = runconfig.load_run(args.run, cfg)
     if result["method"] != "mdgan" or data.kind != "points" or "centres" not in data.meta:
         raise SystemExit(f"{args.run}: needs an mdgan run on a 2-D mixture (ring8, grid25), got "
                          f"{result['method']} on {result['dataset']}")

@@ -330,3 +330,27 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_and_names_it(tmp_path):
     records = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
     assert sorted(r["status"] for r in records.values()) == ["completed", "failed"]  # every job has its record
     assert time.time() - t0 < 300
+
+
+# ---------------------------------------------------------------------------------------------------------
+# otlab eval / otlab sample: Hydra apps over the run's saved config
+
+
+def test_eval_and_sample_compose_groups_and_keys_over_the_saved_config(finished_run):
+    code, out, err = otlab("eval", f"run={finished_run}", "sampler=mh", "sampler.chain_length=3",
+                           "eval.n_samples=100")
+    assert code == 0, err
+    mh = json.loads((finished_run / "result.json").read_text())["samplers"]["mh"]
+    assert mh["protocol"]["n_samples"] == 100 and mh["metrics"]["sampler/draws_per_sample"] == 4.0
+    # a key of the run's own metrics group (not chosen here) is set on the saved node: a 40-sigma rule
+    # counts every sample as high quality
+    code, out, err = otlab("eval", f"run={finished_run}", "metrics.points2d.n_sigma=40", "eval.n_samples=100")
+    assert code == 0, err
+    standard = json.loads((finished_run / "result.json").read_text())["samplers"]["standard"]
+    assert standard["protocol"]["suites"]["points2d"]["n_sigma"] == 40 and standard["metrics"]["hq_share"] == 1.0
+    code, out, err = otlab("sample", f"run={finished_run}", "n=0")
+    assert code == 2 and "n must be a positive integer" in err
+    code, out, err = otlab("sample", f"run={finished_run}", "n=5", "sampler=drs", "sampler.burn_in=50",
+                           f"out={finished_run / 'five.png'}")
+    assert code == 0, err
+    assert torch.load(finished_run / "five.pt").shape == (5, 2)
