@@ -38,7 +38,8 @@ def dense_scores(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Ten
     return x.double() @ y.double().T + h.double()
 
 
-def fresh_mc_masses(y: torch.Tensor, h: torch.Tensor, n_points: int = 200_000, seed: int = 123) -> torch.Tensor:
+def fresh_mc_masses(y: torch.Tensor, h: torch.Tensor, n_points: int = 200_000,
+                    seed: int = 123) -> torch.Tensor:
     """Cell masses from i.i.d. uniform points on [-0.5, 0.5]^d and a dense float64 argmax."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(n_points, y.shape[1], generator=gen, dtype=torch.float64) - 0.5
@@ -138,7 +139,8 @@ def test_2d_symmetric_corners_have_zero_heights() -> None:
     assert result.converged
     assert result.h.abs().max().item() < 1e-3
     # by symmetry every quadrant has mass 1/4 under an independent estimate too
-    assert torch.allclose(fresh_mc_masses(y, result.h), torch.full((4,), 0.25, dtype=torch.float64), atol=5e-3)
+    quarter = torch.full((4,), 0.25, dtype=torch.float64)
+    assert torch.allclose(fresh_mc_masses(y, result.h), quarter, atol=5e-3)
 
 
 def test_random_50_points_cell_masses_equalise() -> None:

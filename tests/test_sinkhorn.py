@@ -15,7 +15,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-import otgan_lab.ot.sinkhorn as sinkhorn_module
+import otgan_lab.ot.sinkhorn.kernel as kernel_module
+import otgan_lab.ot.sinkhorn.stabilized as stabilized_module
 from otgan_lab.ot.energy import cosine_cost, minibatch_energy_distance
 from otgan_lab.ot.sinkhorn import entropic_ot_loss, sinkhorn
 
@@ -51,21 +52,21 @@ def _outlier_cosine_cost(n=30, m=24, n_out=3, seed=0):
 def device_loop_on_cpu(monkeypatch):
     """Run the accelerator code path of the stabilised solver (torch ops, unconditional absorptions, no
     host reads) on CPU."""
-    monkeypatch.setattr(sinkhorn_module, "_iterate_cpu", sinkhorn_module._iterate_device)
+    monkeypatch.setattr(stabilized_module, "iterate_cpu", stabilized_module.iterate_device)
 
 
 @pytest.fixture
 def count_calls(monkeypatch):
-    """Counts calls of _StabilizedKernel methods: returns a dict name -> count."""
+    """Counts calls of StabilizedKernel methods: returns a dict name -> count."""
     counts = {"absorb": 0, "exact_row_update": 0}
     for name in counts:
-        original = getattr(sinkhorn_module._StabilizedKernel, name)
+        original = getattr(kernel_module.StabilizedKernel, name)
 
         def wrapper(self, *args, _name=name, _original=original):
             counts[_name] += 1
             return _original(self, *args)
 
-        monkeypatch.setattr(sinkhorn_module._StabilizedKernel, name, wrapper)
+        monkeypatch.setattr(kernel_module.StabilizedKernel, name, wrapper)
     return counts
 
 
@@ -325,7 +326,7 @@ def test_accelerator_code_path_on_cpu(eps, dtype, device_loop_on_cpu, count_call
     rtol, atol = (1e-9, 1e-14) if dtype == torch.float64 else (0, 2e-7)
     np.testing.assert_allclose(res.plan.double().numpy(), plan_pot, rtol=rtol, atol=atol)
     beta = math.log2(20)  # growth bound for uniform marginals: every floor(limit / beta) iterations
-    every = int(sinkhorn_module._STAB_LIMIT[dtype] / beta)
+    every = int(kernel_module.STAB_LIMIT[dtype] / beta)
     assert count_calls["absorb"] == len(range(1 + every, 60, every))
     # tol: the error is read every check_every iterations (the only host reads of that path)
     res_tol = sinkhorn(cost_in, eps=eps, n_iters=10_000, tol=1e-4, check_every=5)
