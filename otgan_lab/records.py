@@ -42,6 +42,16 @@ def write_result(run_dir: str | Path, record: dict[str, Any]) -> Path:
     return write_json_atomic(Path(run_dir) / RESULT_FILE, record)
 
 
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (they are compared as a whole)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node} if prefix else {}
+
+
 def read_existing(run_dir: str | Path) -> dict[str, Any] | None:
     """The run dir's result.json as a dict, or None when there is none or it cannot be read."""
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from otgan_lab.errors import RunDirError
+from otgan_lab.records import flatten
 
 LOCK_FILE = ".lock"
 IDENTITY_FILE = "run.json"
@@ -43,16 +44,6 @@ CONTINUABLE = (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values; an empty dict stays a value."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node} if prefix else {}
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ import numpy as np
 from scipy import stats
 
 from otgan_lab.metrics.spec import MetricSpec, lookup_spec, prefixed
-from otgan_lab.records import RESULT_FILE, record_problems
+from otgan_lab.records import RESULT_FILE, flatten, record_problems
 from otgan_lab.reports import REPORTS, Report, ReportRow, Selector
 
 # Config keys that never change what a run measures: they must not split seeds into different groups.
@@ -94,16 +94,6 @@ class Measurement:
     @property
     def run_dir(self) -> Path:
         return self.path.parent
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (they are compared as a whole)."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node} if prefix else {}
 
 
 def _is_bookkeeping(key: str, extra: Iterable[str] = ()) -> bool:
