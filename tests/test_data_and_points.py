@@ -92,4 +92,5 @@ def test_stacked_mnist_modes_are_read_back_by_the_classifier():
     # 3000 uniform draws over 1000 modes cover 1000 * (1 - exp(-3)) ~ 950 of them (+- a few % misreads)
     assert 900 <= m["modes_covered"] <= 1000
     collapsed = stacked_modes(data.all(0, 1).expand(500, -1, -1, -1), data)
-    assert collapsed["modes_covered"] == 1 and collapsed["kl_to_uniform"] == pytest.approx(math.log(1000), rel=1e-6)
+    assert collapsed["modes_covered"] == 1
+    assert collapsed["kl_to_uniform"] == pytest.approx(math.log(1000), rel=1e-6)

@@ -36,10 +36,9 @@ class DatasetMissingError(DataError):
 
 
 def default_root() -> Path:
-    if os.environ.get("OTLAB_DATA"):
-        return Path(os.environ["OTLAB_DATA"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "otgan_lab" / "data"
+    from otgan_lab.paths import cache_root  # the user cache root, shared with the metrics' statistics
+
+    return cache_root("OTLAB_DATA", "data")
 
 
 def expected_files(name: str, root: str | Path, split: str) -> list[Path]:

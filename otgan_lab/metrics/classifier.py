@@ -12,7 +12,7 @@
 assigned to it (default 1, as in the stacked-MNIST papers, which used 26,000 samples for 1000 modes; pass a
 larger ``min_count`` to ignore stray misclassifications). Always report ``min_count`` and the sample count.
 
-KL divergences are in nats; 0·log 0 = 0, so empty classes contribute nothing to KL(p || uniform).
+Histogram, coverage and KL(p || uniform) (in nats) are metrics/histogram.py's, shared with the 2-D metrics.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from otgan_lab.metrics.features import prepare_for_lenet, pretrained_lenet
+from otgan_lab.metrics.histogram import class_histogram, classes_covered, kl_to_uniform
+from otgan_lab.metrics.lenet_features import prepare_for_lenet, pretrained_lenet
 from otgan_lab.metrics.spec import MetricSpec, declares
 
 STACKED_MNIST_MODES = 1000
@@ -56,29 +57,6 @@ def predict_logits(
             x = prepare_for_lenet(images[start : start + batch_size].to(device))
             logits.append(classifier(x).float().cpu())
     return torch.cat(logits) if logits else torch.empty(0, 10)
-
-
-def _labels(labels_or_logits: Tensor) -> Tensor:
-    x = torch.as_tensor(labels_or_logits)
-    return x.argmax(1) if x.ndim == 2 else x.long()
-
-
-def class_histogram(labels_or_logits: Tensor, n_classes: int) -> Tensor:
-    """Counts per class (n_classes,) from integer labels (N,) or logits/probabilities (N, K) (argmax)."""
-    return torch.bincount(_labels(labels_or_logits).cpu(), minlength=n_classes)[:n_classes]
-
-
-def classes_covered(counts: Tensor, min_count: int = 1) -> int:
-    """Number of classes with at least ``min_count`` samples."""
-    return int((torch.as_tensor(counts) >= min_count).sum())
-
-
-def kl_to_uniform(counts: Tensor) -> float:
-    """KL(p || uniform) in nats for the normalised histogram p of ``counts``; 0 iff p is uniform."""
-    p = torch.as_tensor(counts, dtype=torch.float64)
-    p = p / p.sum()
-    nonzero = p[p > 0]
-    return float((nonzero * torch.log(nonzero * p.numel())).sum())
 
 
 def classifier_inception_score(logits: Tensor, n_splits: int = 10) -> tuple[float, float]:

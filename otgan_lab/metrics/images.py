@@ -9,7 +9,6 @@ same key goes into each result's protocol so `otlab table` only compares like wi
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from otgan_lab.metrics.classifier import (
     stacked_mnist_metrics,
     stacked_mnist_mode_ids,
 )
-from otgan_lab.metrics.features import LENET_ASSETS, FeatureExtractor, get_backbone
+from otgan_lab.metrics.features import FeatureExtractor, get_backbone
 from otgan_lab.metrics.frechet import (
     frechet_distance,
     gaussian_stats,
@@ -31,18 +30,14 @@ from otgan_lab.metrics.frechet import (
     save_gaussian_stats,
 )
 from otgan_lab.metrics.kid import kid
+from otgan_lab.metrics.lenet_features import LENET_ASSETS
 from otgan_lab.metrics.prdc import prdc
 from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
+from otgan_lab.paths import cache_root
 
 DOMAIN_BACKBONES = {"mnist": "lenet_mnist", "fashion_mnist": "lenet_fashion"}
 _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
 _REFERENCE: dict[str, tuple[np.ndarray, np.ndarray, torch.Tensor]] = {}
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("OTLAB_CACHE"):
-        return Path(os.environ["OTLAB_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "otgan_lab" / "stats"
 
 
 def resolve_backbone(name: str, dataset: str) -> str:
@@ -83,7 +78,8 @@ def reference_statistics(data: Any, fx: FeatureExtractor, split: str = "train", 
     key = reference_key(data, split, n, fx)
     if key in _REFERENCE:
         return (*_REFERENCE[key], key)
-    path = Path(cache_dir or default_cache_dir()) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    folder = Path(cache_dir or cache_root("OTLAB_CACHE", "stats"))
+    path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     feats_path = path.with_suffix(".features.npy")
     cached = load_gaussian_stats(path, key)
     if cached is not None and feats_path.is_file():
@@ -115,7 +111,8 @@ def image_metrics(fake: torch.Tensor, data: Any, *, backbone: str = "auto", refe
     if weights_path and name == "inception":
         kw["weights_path"] = weights_path
     fx = extractor(name, fake.device, **kw)
-    mu_r, sigma_r, feats_r, _ = reference_statistics(data, fx, reference_split, n_reference, cache_dir=cache_dir)
+    mu_r, sigma_r, feats_r, _ = reference_statistics(data, fx, reference_split, n_reference,
+                                                     cache_dir=cache_dir)
     feats_f = fx(fake.float())
     finite = torch.isfinite(feats_f).all()
     if not finite:
@@ -123,7 +120,8 @@ def image_metrics(fake: torch.Tensor, data: Any, *, backbone: str = "auto", refe
     mu_f, sigma_f = gaussian_stats(feats_f.cpu().numpy())
     out = {"fid": float(frechet_distance(mu_f, sigma_f, mu_r, sigma_r))}
     if kid_subsets:
-        out["kid"], out["kid_std"] = kid(feats_f.cpu(), feats_r, n_subsets=kid_subsets, subset_size=kid_subset_size)
+        out["kid"], out["kid_std"] = kid(feats_f.cpu(), feats_r, n_subsets=kid_subsets,
+                                         subset_size=kid_subset_size)
     if prdc_k:
         m = min(prdc_samples, len(feats_f), len(feats_r))
         out.update(prdc(feats_r[:m], feats_f[:m].cpu(), k=prdc_k))
@@ -140,10 +138,12 @@ def image_protocol(data: Any, *, backbone: str = "auto", reference_split: str = 
 
 # the suite keeps the numbers only (no histogram list)
 @declares({k: v for k, v in specs_of(classifier_metrics).items() if k != "class_histogram"})
-def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1, n_splits: int = 10) -> dict[str, float]:
+def class_metrics(fake: torch.Tensor, data: Any, *, min_count: int = 1,
+                  n_splits: int = 10) -> dict[str, float]:
     """Classes covered, KL(class histogram || uniform), classifier IS from the dataset's LeNet."""
     if data.name not in LENET_ASSETS:
-        raise ValueError(f"no classifier for dataset {data.name!r}; classifier metrics need one of {sorted(LENET_ASSETS)}")
+        raise ValueError(f"no classifier for dataset {data.name!r}; classifier metrics need one of "
+                         f"{sorted(LENET_ASSETS)}")
     logits = predict_logits(fake.float(), dataset=data.name, device=fake.device)
     stats = classifier_metrics(logits, min_count=min_count, n_splits=n_splits)
     return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}

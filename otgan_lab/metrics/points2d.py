@@ -14,6 +14,7 @@ import numpy as np
 import ot
 import torch
 
+from otgan_lab.metrics.histogram import class_histogram, classes_covered, kl_to_uniform
 from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
 
 
@@ -37,13 +38,11 @@ def mode_metrics(
     n_modes = len(centres)
     idx, d_min = nearest_mode(points, centres)
     hq = d_min <= n_sigma * std
-    counts = torch.bincount(idx[hq], minlength=n_modes).double().cpu()
+    counts = class_histogram(idx[hq], n_modes)
     n_hq = int(hq.sum())
-    covered = int((counts >= min_per_mode).sum())
+    covered = classes_covered(counts, min_per_mode)
     if n_hq > 0:
-        p = counts / n_hq
-        nz = p > 0
-        kl = float((p[nz] * (p[nz] * n_modes).log()).sum())  # KL(hist || uniform)
+        kl = kl_to_uniform(counts)
         offsets = points.double()[hq] - centres.double().to(points.device)[idx[hq]]
         within_std = float(offsets.pow(2).sum(1).div(2).mean().sqrt())
     else:

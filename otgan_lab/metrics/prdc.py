@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
+from otgan_lab.metrics.spec import MetricSpec, declares
 
 ArrayLike = Tensor | np.ndarray
 
@@ -95,29 +95,3 @@ def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048) -
         "coverage": float(covered.double().mean()),
     }
 
-
-@declares({k: v for k, v in specs_of(prdc).items() if k in ("precision", "recall")})
-def precision_recall(
-    real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048
-) -> dict[str, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) of ``fake`` (M, d) w.r.t. ``real`` (N, d)."""
-    real_t = _as_features(real)
-    fake_t = _as_features(fake, real_t.device).to(real_t.dtype)
-    real_radii = knn_radii(real_t, k, chunk_size)
-    fake_radii = knn_radii(fake_t, k, chunk_size)
-    precision = (_ball_counts(fake_t, real_t, real_radii, chunk_size) > 0).double().mean()
-    recall = (_ball_counts(real_t, fake_t, fake_radii, chunk_size) > 0).double().mean()
-    return {"precision": float(precision), "recall": float(recall)}
-
-
-@declares({k: v for k, v in specs_of(prdc).items() if k in ("density", "coverage")})
-def density_coverage(
-    real: ArrayLike, fake: ArrayLike, k: int = 5, chunk_size: int = 2048
-) -> dict[str, float]:
-    """Density and coverage (Naeem et al. 2020) of ``fake`` (M, d) w.r.t. ``real`` (N, d)."""
-    real_t = _as_features(real)
-    fake_t = _as_features(fake, real_t.device).to(real_t.dtype)
-    real_radii = knn_radii(real_t, k, chunk_size)
-    density = _ball_counts(fake_t, real_t, real_radii, chunk_size).double().sum() / (k * fake_t.shape[0])
-    covered = _nearest_distance(real_t, fake_t, chunk_size) <= real_radii
-    return {"density": float(density), "coverage": float(covered.double().mean())}
