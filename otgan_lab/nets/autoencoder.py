@@ -129,7 +129,8 @@ def decoder(data_shape: Sequence[int], latent_dim: int, family: str = "auto", co
     if resolve_family(family, data_shape) == "conv":
         return ConvDecoder(latent_dim, data_shape, conv_width)
     # images through an MLP still live in [-1, 1]
-    return MLPDecoder(latent_dim, data_shape, mlp_width, mlp_depth, "tanh" if len(data_shape) == 3 else "linear")
+    out_act = "tanh" if len(data_shape) == 3 else "linear"
+    return MLPDecoder(latent_dim, data_shape, mlp_width, mlp_depth, out_act)
 
 
 def critic(data_shape: Sequence[int], family: str = "auto", conv_width: int = 64, mlp_width: int = 256,

@@ -21,7 +21,8 @@ def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 class ConvGenerator(nn.Module):
-    def __init__(self, z_dim: int, out_shape: Sequence[int] = (1, 28, 28), width: int = 64, batchnorm: bool = True):
+    def __init__(self, z_dim: int, out_shape: Sequence[int] = (1, 28, 28), width: int = 64,
+                 batchnorm: bool = True):
         super().__init__()
         channels, height, w_ = _image_shape(out_shape)
         if height % 4 or w_ % 4:
@@ -46,10 +47,10 @@ class ConvGenerator(nn.Module):
 
 
 class ConvCritic(nn.Module):
-    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), width: int = 64, out_dim: int = 1, batchnorm: bool = False):
+    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), width: int = 64, out_dim: int = 1,
+                 batchnorm: bool = False):
         super().__init__()
         channels, height, w_ = _image_shape(in_shape)
-        self.uses_batchnorm = batchnorm
         self.out_dim = out_dim
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 4, stride=2, padding=1),

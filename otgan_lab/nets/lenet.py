@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 
 class LeNet(nn.Module):
-    """Input (N, 1, 28, 28) in [-1, 1]; ``features`` → (N, feature_dim), ``forward`` → (N, n_classes) logits."""
+    """Input (N, 1, 28, 28) in [-1, 1]; ``features`` → (N, feature_dim), ``forward`` → (N, n_classes)
+    logits."""
 
     def __init__(self, n_classes: int = 10, feature_dim: int = 128, dropout: float = 0.3) -> None:
         super().__init__()

@@ -41,24 +41,20 @@ def _stack(sizes: Sequence[int], act: str, batchnorm: bool, layernorm: bool = Fa
 
 
 class MLPGenerator(nn.Module):
-    """z (n, z_dim) -> samples (n, *out_shape). `in_shape` lets a map take data-shaped input (UOT)."""
+    """z (n, z_dim) -> samples (n, *out_shape)."""
 
     def __init__(
         self,
-        z_dim: int | None = None,
+        z_dim: int,
         out_shape: Sequence[int] = (2,),
         hidden: Sequence[int] = (256, 256, 256),
         act: str = "relu",
         out_act: str = "linear",
         batchnorm: bool = False,
-        in_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if (z_dim is None) == (in_shape is None):
-            raise ValueError("MLPGenerator needs exactly one of z_dim or in_shape")
         self.out_shape = tuple(out_shape)
-        in_dim = z_dim if z_dim is not None else math.prod(in_shape)
-        sizes = [in_dim, *hidden]
+        sizes = [z_dim, *hidden]
         self.body = nn.Sequential(*_stack(sizes, act, batchnorm))
         self.head = nn.Linear(sizes[-1], math.prod(self.out_shape))
         self.out = _OUTPUTS[out_act]()
@@ -81,7 +77,6 @@ class MLPCritic(nn.Module):
         layernorm: bool = False,
     ) -> None:
         super().__init__()
-        self.uses_batchnorm = batchnorm
         sizes = [math.prod(in_shape), *hidden]
         self.body = nn.Sequential(*_stack(sizes, act, batchnorm, layernorm))
         self.head = nn.Linear(sizes[-1], out_dim)

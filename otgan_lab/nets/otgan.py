@@ -62,7 +62,8 @@ class OTGANCritic(nn.Module):
         super().__init__()
         self.out_dim = out_dim
         self.embed = nn.Sequential(
-            nn.Flatten(1), nn.Linear(math.prod(in_shape), hidden), CReLU(dim=1), nn.Linear(2 * hidden, out_dim)
+            nn.Flatten(1), nn.Linear(math.prod(in_shape), hidden), CReLU(dim=1),
+            nn.Linear(2 * hidden, out_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
