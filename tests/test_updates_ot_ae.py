@@ -25,10 +25,10 @@ from __future__ import annotations
 import copy
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
@@ -40,7 +40,6 @@ from otgan_lab.methods.mdgan import MDGAN
 from otgan_lab.methods.otgan import OTGAN
 from otgan_lab.methods.unrolled import UnrolledGAN
 from otgan_lab.methods.wae import WAEGAN, WAEMMD
-from otgan_lab.paths import conf_dir
 
 FP32 = Precision("fp32", "cpu")
 TOL64 = dict(rtol=1e-9, atol=1e-11)  # float64 nets, float64 losses
@@ -114,7 +113,7 @@ def assert_params(net: nn.Module, expected: list[torch.Tensor], tol: dict, what:
     got = snapshot(net)
     assert len(got) == len(expected), what
     for i, (a, b) in enumerate(zip(got, expected)):
-        torch.testing.assert_close(a, b.detach(), **tol, msg=lambda m: f"{what}, parameter {i}: {m}")
+        torch.testing.assert_close(a, b.detach(), **tol, msg=lambda m, i=i: f"{what}, parameter {i}: {m}")
 
 
 def assert_unchanged(net: nn.Module, before: list[torch.Tensor], what: str) -> None:
@@ -136,7 +135,8 @@ def log_one_minus_d(logit: torch.Tensor) -> torch.Tensor:
 
 
 def method_yaml(name: str):
-    return OmegaConf.load(conf_dir() / "method" / f"{name}.yaml")
+    """The method's shipped config (the repository's conf/ tree), read as plain YAML."""
+    return OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "method" / f"{name}.yaml")
 
 
 # =========================================================================================================
@@ -195,9 +195,10 @@ def test_otgan_config_is_the_papers_schedule_and_prior():
     assert cfg.prior.kind == "uniform"
 
 
-# Mutations caught: plan differentiable (entropic_ot_loss through an unrolled, graph-keeping Sinkhorn);
-# schedule 1:1 (`step % 2 == 0`); critic descending L (`ctx.optimize("critic", loss)`); X' = X (one real
-# batch reused); repulsive weight -2 -> -1 in _ENERGY_TERMS; prior N(0, I) instead of U[-1, 1].
+# Mutations caught: plan differentiable (entropic_ot_loss through an unrolled, graph-keeping log-domain
+# Sinkhorn: same values, other gradients); schedule 1:1 (`step % 2 == 0`); default n_gen 3 -> 1; critic
+# descending L (`ctx.optimize("critic", loss)`); X' = X (one real batch repeated); repulsive weight -2 -> -1
+# in _ENERGY_TERMS; prior U[0, 1] instead of U[-1, 1] (Method.prior).
 def test_otgan_one_schedule_cycle_matches_the_paper(float64):
     method = make_otgan()
     gen, critic = method.nets["generator"], method.nets["critic"]
@@ -297,13 +298,15 @@ def test_mdgan_simplex_and_lambda(float64):
 
 
 # Mutations caught: discriminator loss sign (`-real_term - fake_term` -> `real_term - fake_term`); real/fake
-# swapped in train_step; covariance 2 sigma^2 -> sigma^2 in _log_components; mixture weights 1/K -> 1;
-# generator step on the fake batch of the critic step (no fresh draw / stale critic); NS/minimax swapped.
+# swapped in train_step; covariance 2 sigma^2 -> sigma^2 in _log_components; mixture weights 1/K -> 1
+# (only the reg term moves the update: caught at 6.6e-7 by the float64 tolerance, and by the loss value);
+# simplex_scale ignored; NS/minimax swapped; Gaussian prior replaced by U[0, 1].
 @pytest.mark.parametrize("form", ["minimax", "non_saturating"])
 def test_mdgan_step_matches_the_reference_losses(float64, form):
     method = make_mdgan(form)
     gen, emb = method.nets["generator"], method.critic_module.embedding
     means = method.critic_module.means.clone()
+    torch.testing.assert_close(means.norm(dim=1), torch.full((MD_D + 1,), MD_SCALE))  # the scaled simplex
     lam = sgmm_max(means)
     ctx = RecordingContext(method.configure_optimizers(), FP32)
     real = RealBatches(2)
@@ -401,8 +404,9 @@ def run_unrolled_step(method, ctx):
 
 
 # Mutations caught: generator loss at the un-unrolled critic (unroll_steps -> 0 in unrolled_generator_loss);
-# exact run without the second-order term (create_graph=False / detached fakes); lookahead keeping the graph;
-# one inner step fewer (`range(steps - 1)`); critic stepped on a fresh fake batch; minimax sign flipped.
+# exact run without the second-order term (create_graph=False); lookahead run as exact (`exact = True`);
+# one inner step fewer (`range(steps - 1)`); critic stepped on a fresh fake batch; generator loss
+# real_term - fake term; a second critic update in the step.
 @pytest.mark.parametrize("variant", ["exact", "lookahead"])
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_unrolled_step_matches_the_surrogate(float64, k, variant):
@@ -506,8 +510,9 @@ def ae_nets():
     return {"encoder": mlp(AE_X, 8, AE_Z), "decoder": mlp(AE_Z, 8, AE_X)}
 
 
-# Mutations caught: L1 code term dropped; L1 summed over the batch instead of the batch mean the code
-# documents; MSE summed instead of averaged; the autoencoder optimizer stepping the decoder only.
+# Mutations caught: L1 code term dropped; L1 summed over the batch (pyOMT's torch.norm(z, 1)) instead of the
+# batch mean the code documents; MSE summed instead of averaged; the autoencoder optimizer stepping the
+# decoder only (AutoEncoderMethod.optimizer_nets).
 def test_aeot_autoencoder_step():
     code_l1 = 0.3  # large, so the code term is visible in the update (the default is 1e-5)
     nets = ae_nets()
@@ -554,8 +559,7 @@ def gan_critic_oracle(critic, x, fake):
     return -log_softplus_d(critic(x)).mean() - log_one_minus_d(critic(fake)).mean()
 
 
-# Mutations caught: critic warm-up on real vs real (or vs the post-update reconstruction);
-# the warm-up critic loss with real/fake swapped; the phase boundary `<` -> `<=` (step 0 still AE).
+# Mutations caught: critic warm-up on real vs real; critic loss with real/fake swapped (_critic_step).
 def test_aeot_gan_phase1_autoencoder_and_critic_warmup():
     method = make_aeot_gan()
     ctx = RecordingContext(method.configure_optimizers(), FP32)
@@ -579,9 +583,9 @@ def test_aeot_gan_phase1_autoencoder_and_critic_warmup():
     assert not method.is_fitted
 
 
-# Mutations caught: pairing term dropped; pair_weight ignored; generator fed N(0, I) codes instead of the
-# extended OT map's; adversarial term minimax instead of NS / critic roles swapped; generator loss sent to
-# the "autoencoder" optimizer (moves the encoder); adversarial term against the pre-update critic.
+# Mutations caught: pairing term dropped; pair_weight ignored (weight 1); generator fed N(0, I) codes instead
+# of the extended OT map's; adversarial term minimax instead of NS; generator loss sent to the "autoencoder"
+# optimizer; the phase boundary `<` -> `<=` (no OT solve at step ae_steps).
 def test_aeot_gan_phase3_gan_step(capsys):
     method = make_aeot_gan()
     ctx = RecordingContext(method.configure_optimizers(), FP32)
@@ -651,13 +655,13 @@ def imq_mmd_oracle(qz: torch.Tensor, pz: torch.Tensor) -> torch.Tensor:
     """The official WAE code's IMQ MMD: C = 2 d sigma_p^2 * s, within-sample terms as U-statistics."""
     n, d = qz.shape
     total = 0.0
+    off = ~torch.eye(n, dtype=torch.bool)
     for s in IMQ_SCALES:
-        c = 2.0 * d * 1.0 * s
+        c = 2.0 * d * 1.0 * s  # C = 2 d sigma_p^2 * scale, sigma_p = 1
 
-        def k(a, b):
+        def k(a, b, c=c):
             return c / (c + ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 
-        off = ~torch.eye(n, dtype=torch.bool)
         total = total + k(qz, qz)[off].sum() / (n * n - n) + k(pz, pz)[off].sum() / (n * n - n) \
             - 2.0 * k(qz, pz).sum() / (n * n)
     return total
@@ -668,8 +672,8 @@ def wae_rec(enc, dec, x):
     return WAE_REC * ((dec(z) - x) ** 2).sum(1).mean(), z
 
 
-# Mutations caught: lambda dropped (`cost + mmd`); the IMQ base 2 d -> d; V-statistic instead of U;
-# Gaussian prior replaced by U[-1, 1]; reconstruction cost without the 0.05 factor.
+# Mutations caught: lambda dropped (`cost + mmd`); the IMQ base 2 d -> d; V-statistic instead of U; Gaussian
+# (RBF) kernel instead of IMQ; Gaussian prior replaced by U[0, 1]; reconstruction cost without the 0.05.
 def test_wae_mmd_step():
     lam = 3.0
     nets = ae_nets()
@@ -699,9 +703,8 @@ def test_wae_mmd_step():
     assert tuple(cfg.kernel_scales) == IMQ_SCALES
 
 
-# Mutations caught: latent critic roles swapped (codes as "real"); encoder penalty minimax or with the sign
-# flipped; lambda dropped; the encoder update seeing the pre-update latent critic; the latent critic's loss
-# sent to the autoencoder optimizer.
+# Mutations caught: latent critic roles swapped (codes as "real"); encoder penalty minimax, or with the sign
+# flipped; lambda dropped; the latent critic's loss sent to the autoencoder optimizer.
 def test_wae_gan_step():
     lam = 2.0
     nets = ae_nets()
