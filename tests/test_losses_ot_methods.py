@@ -41,16 +41,6 @@ from otgan_lab.losses.uot import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny; on a shared, oversubscribed CPU the intra-op thread pool's barriers
-    # cost tens of ms per op, which would dominate these tests.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ----------------------------------------------------------------------------------------------------
 # UOTM
 # ----------------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ class RecordingMethod(nn.Module):
 
 
 def azadi_accept_prob(logit: np.ndarray, max_logit: float, gamma: float, eps: float) -> np.ndarray:
-    """σ(F − γ), F = Δ − log(1 − e^{Δ−ε}), Δ = l − D̃_M; e^{−F} = e^{−Δ} − e^{−ε}, so σ = 1/(1 + e^γ(e^{−Δ} − e^{−ε}))."""
+    """σ(F − γ), F = Δ − log(1 − e^{Δ−ε}), Δ = l − D̃_M; e^{−F} = e^{−Δ} − e^{−ε},
+    so σ = 1/(1 + e^γ(e^{−Δ} − e^{−ε}))."""
     delta = logit - max_logit
     return 1.0 / (1.0 + math.exp(gamma) * (np.exp(-delta) - math.exp(-eps)))
 
@@ -168,7 +169,8 @@ def test_drs_accepted_samples_follow_p_data():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# MH-GAN (Turner et al. 2019): independence sampler, accept x' from x w.p. min(1, (D(x)^-1 − 1)/(D(x')^-1 − 1))
+# MH-GAN (Turner et al. 2019): independence sampler, accept x' from x
+# w.p. min(1, (D(x)^-1 − 1)/(D(x')^-1 − 1))
 
 
 def sigmoid(t: np.ndarray) -> np.ndarray:
@@ -221,7 +223,8 @@ def test_mh_sampler_equals_the_replayed_chains():
 
 
 def test_mh_chains_reach_p_data():
-    """p_g/p_d ≥ 1/M ≈ 0.56: the independence chain forgets its start at rate (1 − 1/M)^k; 60 steps suffice."""
+    """p_g/p_d ≥ 1/M ≈ 0.56: the independence chain forgets its start at rate (1 − 1/M)^k; 60 steps
+    suffice."""
     sampler = MHSampler(chain_length=60, batch_size=4000)
     x = sampler.sample(RecordingMethod(seed=8), 4000, generator=gen(9)).reshape(-1).numpy()
     assert stats.kstest(x, stats.norm(MU, S).cdf).pvalue > 1e-3
@@ -253,7 +256,8 @@ def grad_h(x: np.ndarray, y: np.ndarray, k: float, delta: float) -> np.ndarray:
 
 def test_dot_objective_is_the_plain_w1_norm_minus_critic_over_k():
     g = gen(10)
-    x, y = torch.randn(6, 3, dtype=torch.float64, generator=g), torch.randn(6, 3, dtype=torch.float64, generator=g)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(6, 3, dtype=torch.float64, generator=g)
     h = transport_objective(x, y, sine_critic(x), 1.7, 1e-3).numpy()
     xn, yn = x.numpy(), y.numpy()
     np.testing.assert_allclose(h, np.linalg.norm(xn - yn + 1e-3, axis=1) - np.sin(xn @ W3) / 1.7, rtol=1e-12)
@@ -265,10 +269,9 @@ def test_dot_target_sgd_steps_are_closed_form_gradient_steps():
     yn = y.numpy()
     x1 = yn - lr * grad_h(yn, yn, k, delta)  # at x = y the norm's gradient is δ·1/‖δ·1‖ = 1/√d
     x2 = x1 - lr * grad_h(x1, yn, k, delta)
-    np.testing.assert_allclose(dot_target(y, sine_critic, k, steps=1, lr=lr, delta=delta, optimizer="sgd").numpy(),
-                               x1, atol=1e-12)
-    np.testing.assert_allclose(dot_target(y, sine_critic, k, steps=2, lr=lr, delta=delta, optimizer="sgd").numpy(),
-                               x2, atol=1e-12)
+    for steps, want in ((1, x1), (2, x2)):
+        got = dot_target(y, sine_critic, k, steps=steps, lr=lr, delta=delta, optimizer="sgd")
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
 
 
 def test_dot_target_first_adam_step_and_clip():
@@ -294,7 +297,8 @@ def test_dot_latent_sampler_uniform_prior_steps_and_clip():
     z = z_y.copy()
     for _ in range(steps):
         r = z - z_y + delta
-        g = r / np.linalg.norm(r, axis=1, keepdims=True) - np.cos(z @ a.T @ W3)[:, None] * (a.T @ W3)[None, :] / k
+        aw = a.T @ W3
+        g = r / np.linalg.norm(r, axis=1, keepdims=True) - np.cos(z @ aw)[:, None] * aw[None, :] / k
         z = np.clip(z - lr * g, -1.0, 1.0)
     np.testing.assert_allclose(x, z @ a.T, atol=1e-12)
     assert (np.abs(z) == 1.0).any()
@@ -565,7 +569,8 @@ def test_ema_is_updated_after_each_step_with_the_closed_form_decay(decay, start_
 @pytest.mark.parametrize("sampler", ["standard", "drs"])
 def test_evaluation_never_changes_the_training_stream(sampler, tmp_path):
     """eval every step (EMA weights swapped in, BatchNorm generator in eval mode, a sampler drawing from the
-    RNG) gives bit-identical weights, optimizer and EMA states, data position and RNG state to no evaluation."""
+    RNG) gives bit-identical weights, optimizer and EMA states, data position and RNG state to no
+    evaluation."""
     from otgan_lab import build
 
     cfg = compose_cfg("method=gan", *CFG, f"sampler={sampler}", "eval.n_samples=128",
@@ -603,7 +608,8 @@ def test_evaluation_never_changes_the_training_stream(sampler, tmp_path):
     for name, states in plain["optim"].items():
         for idx, state in states.items():
             for k, v in state.items():
-                assert torch.equal(torch.as_tensor(v), torch.as_tensor(evaluated["optim"][name][idx][k])), (name, k)
+                other = evaluated["optim"][name][idx][k]
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(other)), (name, k)
     assert plain["data"]["pos"] == evaluated["data"]["pos"]
     assert torch.equal(plain["data"]["perm"], evaluated["data"]["perm"])
     assert torch.equal(plain["data"]["generator"], evaluated["data"]["generator"])
