@@ -8,7 +8,6 @@ network allows; otherwise one clear error names the directory and the files, bef
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,7 +91,8 @@ def idx_problem(path: Path) -> str | None:
     dims = [int.from_bytes(dims_raw[i:i + 4], "big") for i in range(0, len(dims_raw), 4)]
     expected = 4 + 4 * len(dims) + math.prod(dims)
     if size != expected:
-        return f"{size} bytes, but its header ({' x '.join(map(str, dims))}) needs {expected}: truncated or corrupt"
+        shape = " x ".join(map(str, dims))
+        return f"{size} bytes, but its header ({shape}) needs {expected}: truncated or corrupt"
     return None
 
 
@@ -100,8 +100,9 @@ def _check_files(name: str, root: Path, split: str) -> None:
     for path in expected_files(name, root, split):
         problem = idx_problem(path)
         if problem is not None:
-            raise DataError(f"dataset {name!r}: {path} is unreadable: {problem}. Replace it with torchvision's raw "
-                            f"file (or delete it and run with dataset.download=true where the network allows).")
+            raise DataError(f"dataset {name!r}: {path} is unreadable: {problem}. Replace it with "
+                            "torchvision's raw file (or delete it and run with dataset.download=true where "
+                            "the network allows).")
 
 
 def _torchvision_dataset(name: str, root: Path, split: str, download: bool):
@@ -128,7 +129,8 @@ def image_dataset(
     if len(images) != len(labels) or images.shape[-2:] != (28, 28):
         files = ", ".join(str(p) for p in expected_files(name, root, split))
         raise DataError(f"dataset {name!r}: {files} do not match: {len(images)} images of shape "
-                        f"{tuple(images.shape[-2:])} and {len(labels)} labels (expected 28 x 28, one label each)")
+                        f"{tuple(images.shape[-2:])} and {len(labels)} labels (expected 28 x 28, one label "
+                        "each)")
     class_names = _IMAGE_DATASETS[name][1]
     if classes is not None and len(classes) > 0:
         bad = [c for c in classes if not 0 <= int(c) < len(class_names)]
