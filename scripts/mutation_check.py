@@ -454,18 +454,21 @@ def stale_reason(mutant: Mutant, root: Path) -> str | None:
     return None if count == 1 else f"snippet occurs {count} times in {mutant.path}"
 
 
-def tests_for(mutant: Mutant, root: Path, all_tests: bool) -> tuple[list[str], tuple[str, ...]]:
+def tests_for(mutant: Mutant, root: Path, all_tests: bool,
+              override: tuple[str, ...] = ()) -> tuple[list[str], tuple[str, ...]]:
     if all_tests:
         return ["tests"], ()
-    present = [t for t in mutant.tests if (root / t.split("::")[0]).exists()]  # a file or file::test
-    return present, tuple(t for t in mutant.tests if t not in present)
+    wanted = override or mutant.tests
+    present = [t for t in wanted if (root / t.split("::")[0]).exists()]  # a file or file::test
+    return present, tuple(t for t in wanted if t not in present)
 
 
-def run_mutant(mutant: Mutant, copy: Path, all_tests: bool, timeout: float) -> Result:
+def run_mutant(mutant: Mutant, copy: Path, all_tests: bool, timeout: float,
+               override: tuple[str, ...] = ()) -> Result:
     reason = stale_reason(mutant, copy)
     if reason:
         return Result(mutant, "STALE", reason, 0.0)
-    tests, missing = tests_for(mutant, copy, all_tests)
+    tests, missing = tests_for(mutant, copy, all_tests, override)
     if not tests:
         return Result(mutant, "NOTEST", "missing: " + ", ".join(missing), 0.0, missing)
     path = copy / mutant.path
@@ -520,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the catalogue (and whether each is stale)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, one copy each (default 1)")
     parser.add_argument("--all-tests", action="store_true", help="run the whole fast suite for every mutant")
+    parser.add_argument("--tests", help="comma-separated test files (or file::test) to run for every mutant "
+                                         "instead of each mutant's own list (e.g. to see what one file kills)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (default 300)")
     parser.add_argument("--rev", help="mutate the tracked files of this commit instead of the working tree")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
@@ -527,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     mutants = select(args)
+    override = tuple(t for t in (args.tests or "").split(",") if t)
     if args.list:
         for m in mutants:
             reason = stale_reason(m, REPO) if not args.rev else None
@@ -552,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_baseline and live:
             baseline: list[str] = []
             for m in live:
-                for t in tests_for(m, copies[0], args.all_tests)[0]:
+                for t in tests_for(m, copies[0], args.all_tests, override)[0]:
                     if t not in baseline:
                         baseline.append(t)
             if baseline:
@@ -572,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         def work(m: Mutant) -> Result:
             copy = free.get()
             try:
-                result = run_mutant(m, copy, args.all_tests, args.timeout)
+                result = run_mutant(m, copy, args.all_tests, args.timeout, override)
             finally:
                 free.put(copy)
             with lock:
