@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from otgan_lab.amp import PrecisionError, resolve_precision
@@ -21,6 +21,7 @@ from otgan_lab.data.base import DeviceDataset
 from otgan_lab.errors import ConfigError, OtlabError
 from otgan_lab.evaluation import Evaluator
 from otgan_lab.loggers import JsonlLogger, Logger, MultiLogger, WandbLogger
+from otgan_lab.methods.base import has_batchnorm
 from otgan_lab.optim import IMPLEMENTATIONS
 from otgan_lab.schedule import schedule_problems
 
@@ -29,14 +30,6 @@ _DATASET_DESCRIPTORS = ("name", "shape", "batch_size", "cpu_threads")
 
 
 __all__ = ["ConfigError"]  # re-exported: `build.ConfigError` is what callers catch
-
-def _walk(node: Any, prefix: str = ""):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
-    else:
-        yield prefix, node
-
 
 # (key, smallest allowed value, what the value means): integer run-level keys checked before anything runs
 _INTEGER_KEYS = (
@@ -74,12 +67,10 @@ def check_config(cfg: DictConfig) -> None:
     problems = _integer_problems(plain)
     if problems:  # the checks below compare these values: stop at wrong types
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    for key, value in _walk(plain["method"], "method"):
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf == "lr" and (not isinstance(value, (int, float)) or value <= 0):
-            problems.append(f"{key} must be a positive learning rate (got {value})")
-        if leaf in ("n_critic", "n_gen", "unroll_steps") and (not isinstance(value, int) or value < (0 if leaf == "unroll_steps" else 1)):
-            problems.append(f"{key} must be an integer >= {0 if leaf == 'unroll_steps' else 1} (got {value})")
+    try:  # each method class says what its options must satisfy
+        problems += get_class(cfg.method._target_).option_problems(plain["method"])
+    except ImportError as exc:
+        problems.append(f"method._target_={cfg.method._target_} cannot be imported: {exc}")
     ema = cfg.trainer.ema
     if ema.enabled and not (isinstance(ema.decay, (int, float)) and 0.0 <= ema.decay < 1.0):
         problems.append(f"trainer.ema.decay must be in [0, 1) (got {ema.decay})")
@@ -202,9 +193,7 @@ def build_method(cfg: DictConfig, device: torch.device):
             "Choose a model made for this data (the dataset's default model is picked when model= is omitted)."
         ) from None
     critic = method.nets["critic"] if "critic" in method.nets else None
-    if critic is not None and not method.allows_critic_batchnorm and any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules()
-    ):
+    if critic is not None and not method.allows_critic_batchnorm and has_batchnorm(critic):
         raise ConfigError(
             f"method {method.name!r} uses a per-sample gradient penalty, which BatchNorm in the critic breaks; "
             "set model.nets.critic.batchnorm=false (LayerNorm is fine)"

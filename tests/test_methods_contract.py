@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from otgan_lab import build
 from tests.helpers import compose_cfg, options, tiny_trainer
@@ -21,7 +22,8 @@ def test_contract(method, tmp_path):
     before = _params(m)
     outcome = trainer.fit()
     assert outcome.status == "completed", outcome
-    assert outcome.last_scalars and all(torch.isfinite(torch.tensor(v)) for v in outcome.last_scalars.values())
+    assert outcome.last_scalars
+    assert all(torch.isfinite(torch.tensor(v)) for v in outcome.last_scalars.values())
     after = _params(m)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, f"{method}: no parameter changed after 4 steps"
@@ -47,8 +49,13 @@ def test_method_declares_capabilities(method):
     from otgan_lab import build
 
     m = build.build_method(cfg, torch.device("cpu"))
-    for attr in ("has_critic", "critic_is_logit", "allows_critic_batchnorm", "required_nets", "ema_net"):
-        assert hasattr(type(m), attr)
+    options = OmegaConf.to_container(cfg.method, resolve=True)
+    assert m.capabilities == type(m).capabilities_for(options)  # one declaration, read from the class
+    assert type(m).option_problems(options) == []  # the shipped defaults pass the method's own checks
+    assert m.ema_module is m.generator_module is m.nets[m.capabilities.generator_net]
+    assert (m.has_critic, m.critic_is_logit) == (m.capabilities.critic, m.capabilities.logit_critic)
+    with pytest.raises(AttributeError):  # capabilities are fixed at construction
+        m.has_critic = not m.has_critic
     assert m.prior_kind in ("normal", "uniform")
     assert m.prior(3).shape[0] == 3
 

@@ -104,6 +104,7 @@ def test_otgan_public_critic_surface():
         energy.critic(x)
     torch.testing.assert_close(energy.embed(x).norm(dim=1), torch.ones(5))
     assert ablation.has_critic and ablation.critic_is_logit
+    assert ablation.capabilities == type(ablation).capabilities_for({"loss": "cross_entropy"})
     assert ablation.critic(x).shape == (5,)
     torch.testing.assert_close(ablation.critic_module(x), ablation.critic(x))
     assert ablation.embed(x).shape == (5, 8)

@@ -175,7 +175,7 @@ def test_mdgan_critic_logit_sigmoid_is_l_over_lambda():
     ratio = (loglik.double() - m.log_lambda).exp()
     assert 0 < float(ratio.min()) and float(ratio.max()) < 1
     torch.testing.assert_close(torch.sigmoid(logit.double()), ratio, rtol=1e-4, atol=1e-6)
-    assert type(m).critic_is_logit
+    assert type(m).capabilities_for({}).logit_critic  # declared by the class, not the instance
 
 
 class ConstantEmbedding(nn.Module):

@@ -8,12 +8,13 @@ keep the autograd graph. These helpers reproduce torch.optim.Adam / SGD updates 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["adam_state_from_optimizer", "differentiable_adam_step", "differentiable_sgd_step"]
+__all__ = ["adam_state_from_optimizer", "differentiable_adam_step", "differentiable_sgd_step",
+           "sgd_state_from_optimizer"]
 
 # state[name] = {"exp_avg": Tensor, "exp_avg_sq": Tensor, "step": float} for Adam, {"momentum_buffer": Tensor}
 # for SGD; a missing name means a fresh optimiser state (zeros, step 0).
@@ -33,6 +34,30 @@ def _safe_sqrt(v: Tensor) -> Tensor:
     return torch.where(positive, root, torch.zeros_like(v))
 
 
+def _functional_step(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor | None],
+    state: Mapping[str, Mapping[str, Tensor | float]] | None,
+    update: Callable[[Tensor, Tensor, Mapping[str, Tensor | float] | None], tuple[Tensor, dict | None]],
+) -> tuple[dict[str, Tensor], OptState]:
+    """Apply update(p, g, old_state) -> (new_p, new_state or None) to every parameter with a gradient.
+
+    Parameters whose grad is None keep their value and state, as torch.optim skips them.
+    """
+    state = state or {}
+    new_params: dict[str, Tensor] = {}
+    new_state: OptState = {}
+    for name, p in params.items():
+        g, old = grads.get(name), state.get(name)
+        if g is None:
+            new_params[name], entry = p, None if old is None else dict(old)
+        else:
+            new_params[name], entry = update(p, g, old)
+        if entry is not None:
+            new_state[name] = entry
+    return new_params, new_state
+
+
 def differentiable_adam_step(
     params: Mapping[str, Tensor],
     grads: Mapping[str, Tensor | None],
@@ -46,22 +71,12 @@ def differentiable_adam_step(
 
     Returns (new_params, new_state); nothing is modified in place, so new_params are functions of params,
     grads and state in the autograd graph (pass grads from autograd.grad(..., create_graph=True) to
-    differentiate through the step). Parameters whose grad is None are returned unchanged and their state
-    is not advanced, as torch.optim.Adam does. Arithmetic follows torch's order so results match it to
-    rounding: p ← p − lr/(1 − β1^t) · m / (sqrt(v)/sqrt(1 − β2^t) + eps).
+    differentiate through the step). Arithmetic follows torch's order so results match it to rounding:
+    p ← p − lr/(1 − β1^t) · m / (sqrt(v)/sqrt(1 − β2^t) + eps).
     """
     beta1, beta2 = betas
-    state = state or {}
-    new_params: dict[str, Tensor] = {}
-    new_state: OptState = {}
-    for name, p in params.items():
-        g = grads.get(name)
-        old = state.get(name)
-        if g is None:
-            new_params[name] = p
-            if old is not None:
-                new_state[name] = dict(old)
-            continue
+
+    def update(p: Tensor, g: Tensor, old: Mapping[str, Tensor | float] | None) -> tuple[Tensor, dict]:
         if weight_decay != 0.0:
             g = g + weight_decay * p
         if old is None:
@@ -74,9 +89,9 @@ def differentiable_adam_step(
         bias1 = 1.0 - beta1**step
         bias2_sqrt = (1.0 - beta2**step) ** 0.5
         denom = _safe_sqrt(v) / bias2_sqrt + eps
-        new_params[name] = p - (lr / bias1) * (m / denom)
-        new_state[name] = {"exp_avg": m, "exp_avg_sq": v, "step": step}
-    return new_params, new_state
+        return p - (lr / bias1) * (m / denom), {"exp_avg": m, "exp_avg_sq": v, "step": step}
+
+    return _functional_step(params, grads, state, update)
 
 
 def differentiable_sgd_step(
@@ -91,23 +106,14 @@ def differentiable_sgd_step(
     With momentum the buffer starts as the first gradient, b ← μ·b + g, p ← p − lr·b (torch's rule).
     Returns (new_params, new_state); the state is empty when momentum is 0.
     """
-    state = state or {}
-    new_params: dict[str, Tensor] = {}
-    new_state: OptState = {}
-    for name, p in params.items():
-        g = grads.get(name)
-        old = state.get(name)
-        if g is None:
-            new_params[name] = p
-            if old is not None:
-                new_state[name] = dict(old)
-            continue
-        if momentum != 0.0:
-            buf = g if old is None else momentum * old["momentum_buffer"] + g
-            new_state[name] = {"momentum_buffer": buf}
-            g = buf
-        new_params[name] = p - lr * g
-    return new_params, new_state
+
+    def update(p: Tensor, g: Tensor, old: Mapping[str, Tensor | float] | None) -> tuple[Tensor, dict | None]:
+        if momentum == 0.0:
+            return p - lr * g, None
+        buf = g if old is None else momentum * old["momentum_buffer"] + g
+        return p - lr * buf, {"momentum_buffer": buf}
+
+    return _functional_step(params, grads, state, update)
 
 
 def adam_state_from_optimizer(
@@ -137,4 +143,15 @@ def adam_state_from_optimizer(
             "exp_avg_sq": st["exp_avg_sq"].detach().clone(),
             "step": float(step.item() if isinstance(step, Tensor) else step),
         }
+    return state
+
+
+def sgd_state_from_optimizer(optimizer: torch.optim.Optimizer,
+                             named_params: Mapping[str, Tensor]) -> OptState:
+    """Detached copies of SGD's momentum buffers, keyed by name (none for parameters without one)."""
+    state: OptState = {}
+    for name, p in named_params.items():
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            state[name] = {"momentum_buffer": buf.detach().clone()}
     return state

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.quasirandom import SobolEngine
 
-from otgan_lab.methods.base import AutoEncoderMethod
+from otgan_lab.methods.base import AutoEncoderMethod, Capabilities
 from otgan_lab.metrics.spec import MetricSpec, frozen_specs
 from otgan_lab.ot.semidiscrete import (
     CodeStats,
@@ -38,7 +38,12 @@ _OT_BUFFERS = ("ot_codes", "ot_heights")  # their first dimension is the number 
 
 
 class AEOT(AutoEncoderMethod):
-    def __init__(self, *, code_l1: float = 1e-5, ot: dict | None = None, generation: dict | None = None, **kw):
+    declared_capabilities = Capabilities(critic=False, reconstructs=True, latent_ot=True,
+                                         generator_net="decoder")
+    extra_learning_rates = ("ot.solver.lr",)
+
+    def __init__(self, *, code_l1: float = 1e-5, ot: dict | None = None, generation: dict | None = None,
+                 **kw):
         super().__init__(**kw)
         ot = dict(ot or {})
         self.code_l1 = float(code_l1)
@@ -62,7 +67,8 @@ class AEOT(AutoEncoderMethod):
         reconstruction = self.nets["decoder"](z)
         mse = F.mse_loss(reconstruction.float(), x.float())
         l1 = z.float().abs().sum(1).mean()
-        return mse + self.code_l1 * l1, {"reconstruction": mse.detach(), "code_l1": l1.detach()}, reconstruction
+        logs = {"reconstruction": mse.detach(), "code_l1": l1.detach()}
+        return mse + self.code_l1 * l1, logs, reconstruction
 
     def train_step(self, real, ctx):
         loss, logs, _ = self.autoencoder_loss(real(self.batch_size))
@@ -91,7 +97,8 @@ class AEOT(AutoEncoderMethod):
         """Codes (n, d) fp32 of the training set, or of a seeded random subset of `ot.n_codes` samples."""
         n = len(data) if self.n_codes is None else min(int(self.n_codes), len(data))
         if n == len(data):
-            return self.encode_chunks(data.all(i, min(n, i + self.encode_batch)) for i in range(0, n, self.encode_batch))
+            return self.encode_chunks(data.all(i, min(n, i + self.encode_batch))
+                                      for i in range(0, n, self.encode_batch))
         subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.subset_seed))[:n]
         subset = subset.sort().values.to(data.device)
         return self.encode_chunks(data.to_data_space(data.data[subset[i:i + self.encode_batch]])
@@ -125,8 +132,9 @@ class AEOT(AutoEncoderMethod):
             result = self.solver.solve(normalized, on_iter=report, progress=interactive)
         self.ot_codes, self.ot_heights = normalized, result.h.to(normalized)
         self.code_shift, self.code_scale = stats.shift, stats.scale
-        return {"ot_n_codes": float(len(codes)), "ot_grad_norm": result.grad_norm, "ot_coverage": result.coverage,
-                "ot_iterations": float(result.n_iter), "ot_converged": float(result.converged),
+        return {"ot_n_codes": float(len(codes)), "ot_grad_norm": result.grad_norm,
+                "ot_coverage": result.coverage, "ot_iterations": float(result.n_iter),
+                "ot_converged": float(result.converged),
                 "ot_seconds": result.elapsed_s}
 
     @torch.no_grad()
@@ -139,7 +147,8 @@ class AEOT(AutoEncoderMethod):
         threshold, the plain OT map's codes y_I0 (no interpolation), with a warning.
         """
         if not self.is_fitted:
-            warnings.warn(f"{self.name}: no OT map yet (fit_end has not run); decoding N(0, I) codes", stacklevel=2)
+            warnings.warn(f"{self.name}: no OT map yet (fit_end has not run); decoding N(0, I) codes",
+                          stacklevel=2)
             return torch.randn(n, self.z_dim, generator=generator,
                                device=generator.device if generator else self.device).to(self.device)
         given = {"angle_threshold": angle_threshold, "k": k, "interp": interp}
@@ -149,7 +158,8 @@ class AEOT(AutoEncoderMethod):
                                  device=generator.device if generator else "cpu"))
         with torch.autocast(self.device.type, enabled=False):
             try:
-                codes = generate_codes(self.ot_codes, self.ot_heights, n, k=min(int(opts["k"]), len(self.ot_codes)),
+                codes = generate_codes(self.ot_codes, self.ot_heights, n,
+                                       k=min(int(opts["k"]), len(self.ot_codes)),
                                        angle_threshold=float(opts["angle_threshold"]), interp=opts["interp"],
                                        seed=seed, n_source=n_source)
             except RuntimeError as exc:  # too few pairs pass the threshold (few, far-apart codes)

@@ -19,21 +19,22 @@ import torch
 import torch.nn.functional as F
 
 from otgan_lab.losses.adversarial import gan_critic_loss, gan_generator_loss
-from otgan_lab.losses.penalties import r1_penalty
 from otgan_lab.methods.aeot import AEOT
+from otgan_lab.methods.base import Capabilities, with_penalties
 
 
 class AEOTGAN(AEOT):
     required_nets = ("encoder", "decoder", "critic")
-    has_critic = True
-    critic_is_logit = True
+    declared_capabilities = Capabilities(critic=True, logit_critic=True, reconstructs=True, latent_ot=True,
+                                         generator_net="decoder")
     optimizer_nets = {"autoencoder": ("encoder", "decoder"), "generator": ("decoder",), "critic": ("critic",)}
 
     def __init__(self, *, ae_steps: int = 2000, pair_weight: float = 10.0, r1_gamma: float = 0.0,
                  critic_warmup: bool = True, **kw):
         super().__init__(**kw)
         if self.n_codes is None:
-            raise ValueError("aeot_gan solves its OT problem inside training: set method.ot.n_codes to an integer")
+            raise ValueError("aeot_gan solves its OT problem inside training: "
+                             "set method.ot.n_codes to an integer")
         self.ae_steps, self.pair_weight = int(ae_steps), float(pair_weight)
         self.r1_gamma, self.critic_warmup = float(r1_gamma), bool(critic_warmup)
 
@@ -59,16 +60,10 @@ class AEOTGAN(AEOT):
         return logs
 
     def _critic_step(self, x: torch.Tensor, fake: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
-        if self.r1_gamma > 0:
-            x = x.detach().requires_grad_(True)
-        logits_real = self.critic(x)
+        logits_real, r1 = self.critic_with_r1(x, self.r1_gamma, ctx)
         loss = gan_critic_loss(logits_real, self.critic(fake))
         logs = {"critic_loss": loss.detach()}
-        if self.r1_gamma > 0:
-            r1 = r1_penalty(ctx.input_grad(logits_real, x, "critic"), self.r1_gamma)
-            loss = loss + r1
-            logs["r1"] = r1.detach()
-        ctx.optimize("critic", loss)
+        ctx.optimize("critic", with_penalties(loss, logs, r1=r1))
         return logs
 
     def _codes(self, n: int) -> torch.Tensor:
@@ -84,7 +79,8 @@ class AEOTGAN(AEOT):
         try:
             x = real(int(self.n_codes))  # one draw: distinct samples
         except ValueError as exc:
-            raise ValueError(f"method.ot.n_codes={self.n_codes} is larger than the dataset; lower it") from exc
+            raise ValueError(f"method.ot.n_codes={self.n_codes} is larger than the dataset; "
+                             "lower it") from exc
         codes = self.encode_chunks(x[i:i + self.encode_batch] for i in range(0, len(x), self.encode_batch))
         stats = self.fit_ot(codes, progress=False)  # plain lines: the trainer's progress bar is live
         print("[aeot_gan] OT map ready: " + "  ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)

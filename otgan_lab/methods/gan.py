@@ -9,12 +9,11 @@ from __future__ import annotations
 import torch
 
 from otgan_lab.losses.adversarial import gan_critic_loss, gan_generator_loss
-from otgan_lab.losses.penalties import r1_penalty
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method, with_penalties
 
 
 class GAN(Method):
-    critic_is_logit = True
+    declared_capabilities = Capabilities(logit_critic=True)
 
     def __init__(self, *, generator_loss: str = "non_saturating", r1_gamma: float = 0.0, **kw):
         super().__init__(**kw)
@@ -25,17 +24,13 @@ class GAN(Method):
         n = self.batch_size
         x = real(n)
         if self.r1_gamma > 0:  # separate passes: R1's input gradient then runs over the real rows only
-            x.requires_grad_(True)
-            logits_real, logits_fake = self.critic(x), self.critic(self.fake_batch(n))
+            logits_real, r1 = self.critic_with_r1(x, self.r1_gamma, ctx)
+            logits_fake = self.critic(self.fake_batch(n))
         else:
-            logits_real, logits_fake = self.critic_real_fake(x, self.fake_batch(n))
+            (logits_real, logits_fake), r1 = self.critic_real_fake(x, self.fake_batch(n)), None
         critic_loss = gan_critic_loss(logits_real, logits_fake)
         logs = {"critic_loss": critic_loss.detach()}
-        if self.r1_gamma > 0:
-            r1 = r1_penalty(ctx.input_grad(logits_real, x, "critic"), self.r1_gamma)
-            critic_loss = critic_loss + r1
-            logs["r1"] = r1.detach()
-        ctx.optimize("critic", critic_loss)
+        ctx.optimize("critic", with_penalties(critic_loss, logs, r1=r1))
 
         generator_loss = gan_generator_loss(self.critic(self.sample(n)), self.generator_loss)
         ctx.optimize("generator", generator_loss)

@@ -26,7 +26,7 @@ from otgan_lab.losses.mdgan import (
     sgmm_log_max,
     simplex_vertices,
 )
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method
 
 GENERATOR_LOSSES = ("minimax", "non_saturating")
 
@@ -57,7 +57,7 @@ class MixtureDensityCritic(nn.Module):
 
 
 class MDGAN(Method):
-    critic_is_logit = True
+    declared_capabilities = Capabilities(logit_critic=True)
 
     def __init__(
         self,

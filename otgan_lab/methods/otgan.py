@@ -1,29 +1,21 @@
 """OT-GAN (Salimans, Zhang, Radford, Metaxas, "Improving GANs Using Optimal Transport", ICLR 2018).
 
 The critic embeds samples; the loss is the minibatch energy distance L = W(X,Y) + W(X,Y') + W(X',Y) +
-W(X',Y') - 2 W(X,X') - 2 W(Y,Y') between two independent real and two independent generated batches, W the
-sharp Sinkhorn value <P, C> under the cosine cost of the critic's L2-normalised embeddings, with the plan
-P held constant (envelope theorem). Iteration t updates the critic, ascending L, iff t % (n_gen + 1) == 0
-and the generator, descending L, otherwise: n_gen = 3 generator updates per critic update (METHODS.md §6).
+W(X',Y') - 2 W(X,X') - 2 W(Y,Y') between two real and two generated batches, W the sharp Sinkhorn value
+<P, C> under the cosine cost of the L2-normalised embeddings, P held constant (envelope theorem). The critic
+ascends L on iterations t % (n_gen + 1) == 0, the generator descends it on the others (METHODS.md §6).
 
-Choices where the paper leaves room:
-- ``sinkhorn_eps`` defaults to 0.01 (cost units; cosine costs lie in [0, 2]), not the paper's 1/lambda =
-  1/500 = 0.002. Measured on ring8 embeddings after 200 iterations (cost std ~0.3): the sharp values at
-  0.01 are within 1 % (W(X,Y)) and 6 % (W(Y,Y')) of those at 0.002, but after 500 log-domain iterations
-  0.002 still has marginal errors of ~35 % of 1/K where 0.01 has ~3 %; at 0.05 the blur inflates the
-  repulsive W(Y,Y') by ~40 %. 0.002 stays available.
-- ``sinkhorn_tol`` is relative to one sample's mass 1/K (0.05: marginals within 5 %); the solver stops early
-  after a check every 10 iterations (one host sync each); null runs exactly ``sinkhorn_iters`` (500, the
-  paper's count) with no sync.
-- ``loss: cross_entropy`` is report R2's ablation: the same two nets, the critic embedding followed by a
-  linear logit head owned by this method (the embedding is not normalised, which would bound the logit),
-  the logistic GAN loss with a non-saturating generator, and the same 1 : 3 schedule and batches.
-- Public ``critic(x)``: with the energy loss there is no scalar critic, so ``has_critic`` is False and
-  ``critic`` raises (``embed(x)`` gives the normalised embedding); the cross-entropy ablation has a true
-  logit, so that instance sets ``has_critic = critic_is_logit = True`` and ``critic`` returns it.
+Choices: sinkhorn_eps 0.01 (cosine costs lie in [0, 2]), not the paper's 0.002: on ring8 its sharp values
+are within 6 % of 0.002's, whose marginals are still ~35 % of 1/K off after 500 iterations (0.01: ~3 %).
+`loss: cross_entropy` is report R2's ablation: a linear logit head on the (unnormalised) embedding and the
+logistic GAN loss, same schedule and batches; only then is there a scalar critic(x).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,36 +23,44 @@ from torch import nn
 
 from otgan_lab.amp import upcast
 from otgan_lab.losses.adversarial import gan_critic_loss, gan_generator_loss
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method
 from otgan_lab.ot.energy import minibatch_energy_distance
 
 LOSSES = ("energy", "cross_entropy")
 
 
 class OTGAN(Method):
-    has_critic = False
-    critic_is_logit = False
+    declared_capabilities = Capabilities(critic=False)  # loss=energy: the critic is an embedding, no score
+    integer_options = {"n_gen": 1}
+
+    @classmethod
+    def capabilities_for(cls, options: Mapping[str, Any]) -> Capabilities:
+        if options.get("loss", "energy") == "cross_entropy":  # the ablation's critic ends in a logit
+            return replace(cls.declared_capabilities, critic=True, logit_critic=True)
+        return cls.declared_capabilities
 
     def __init__(self, *, loss: str = "energy", n_gen: int = 3, critic_out_dim: int = 256,
-                 sinkhorn_eps: float = 0.01, sinkhorn_iters: int = 500, sinkhorn_tol: float | None = 0.05, **kw):
-        super().__init__(**kw)
+                 sinkhorn_eps: float = 0.01, sinkhorn_iters: int = 500, sinkhorn_tol: float | None = 0.05,
+                 **kw):
+        super().__init__(options={"loss": loss}, **kw)
         if loss not in LOSSES:
             raise ValueError(f"OT-GAN loss must be one of {LOSSES}, got {loss!r}")
         if loss == "energy" and critic_out_dim < 2:
-            raise ValueError(f"the cosine cost needs a critic embedding of >= 2 dims, got critic_out_dim={critic_out_dim}")
+            raise ValueError("the cosine cost needs a critic embedding of >= 2 dims, got "
+                             f"critic_out_dim={critic_out_dim}")
         self.loss, self.n_gen = loss, int(n_gen)
         self.sinkhorn = {"eps": float(sinkhorn_eps), "n_iters": int(sinkhorn_iters)}
         self.sinkhorn_tol = None if sinkhorn_tol is None else float(sinkhorn_tol)
         if loss == "cross_entropy":
             # The logit head joins the critic module, so the "critic" optimizer, checkpoints and samplers
             # that fine-tune critic_module all see one net: (n, ...) -> embedding -> (n,) logit.
-            self.nets["critic"] = nn.Sequential(self.nets["critic"], nn.Linear(critic_out_dim, 1), nn.Flatten(0))
-            self.has_critic = self.critic_is_logit = True
+            self.nets["critic"] = nn.Sequential(self.nets["critic"], nn.Linear(critic_out_dim, 1),
+                                                nn.Flatten(0))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
         if not self.has_critic:
-            raise NotImplementedError("OT-GAN (loss=energy) has no scalar critic: its critic is the embedding "
-                                      "of a learned cosine cost (has_critic is False); use embed(x)")
+            raise NotImplementedError("OT-GAN (loss=energy) has no scalar critic: its critic is the "
+                                      "embedding of a learned cosine cost; use embed(x)")
         return upcast(self.nets["critic"](x))  # float32 scores under autocast, as Method.critic
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,11 @@
 """Unrolled GAN (Metz, Poole, Pfau, Sohl-Dickstein, "Unrolled Generative Adversarial Networks", ICLR 2017).
 
-The generator descends the surrogate f_K(θ_G) = f(θ_G, θ_D^K(θ_G)), f = E log D(x) + E log(1 - D(G(z))),
-where θ_D^K is the critic after K differentiable steps of its own optimizer (Adam, from its real state) on
-the same batch; d f_K/dθ_G includes the path through dθ_D^K/dθ_G that discourages mode hopping. The critic
-takes its ordinary step from θ_D^0 on the same batch: both updates start from the same state (the notebook).
-
-- ``variant: exact`` keeps the fakes attached inside the unroll and differentiates the inner steps
-  (create_graph=True, second-order terms included); ``variant: lookahead`` is the first-order ablation
-  (detached fakes, no graph through the steps: G is trained against a constant, K-steps-ahead critic).
-- ``generator_loss: minimax`` is f_K itself (the notebook); ``non_saturating`` replaces E log(1 - D_K(G(z)))
-  by -E log D_K(G(z)). Both keep the real-data term E log D_K(x): constant for K = 0, it carries part of
-  the unrolling signal for K >= 1 (D_K depends on θ_G).
-- The generator update goes through ctx.optimize("generator", f_K): a backward restricted to the generator's
-  parameters is exactly d f_K/dθ_G and leaves the critic's .grad untouched. The inner steps read lr, betas,
-  eps and weight decay from the critic's optimizer (Adam or plain/momentum SGD); they do not apply the
-  trainer's grad clipping. Memory is O(K): the graph of K critic forward+backward passes on 2n samples is
-  held until the generator's backward. No BatchNorm in the critic (running statistics would be updated,
-  and batch statistics mixed, by every inner step).
+The generator descends f_K(θ_G) = f(θ_G, θ_D^K(θ_G)), f = E log D(x) + E log(1 - D(G(z))), θ_D^K the critic
+after K differentiable steps of its own optimizer (from its real state) on the same batch: the path through
+dθ_D^K/dθ_G discourages mode hopping. The critic then takes its ordinary step from θ_D^0 on that batch (the
+authors' notebook). `variant: lookahead` is the first-order ablation (fakes detached, no graph through the
+steps); `generator_loss: non_saturating` uses -E log D_K(G(z)) and keeps the real term E log D_K(x), which
+depends on θ_G for K >= 1. Memory is O(K). No BatchNorm in the critic: every inner step would update it.
 """
 
 from __future__ import annotations
@@ -33,32 +22,36 @@ from otgan_lab.losses.unrolled import (
     adam_state_from_optimizer,
     differentiable_adam_step,
     differentiable_sgd_step,
+    sgd_state_from_optimizer,
 )
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method, has_batchnorm
 
 VARIANTS = ("exact", "lookahead")
 
 
 class UnrolledGAN(Method):
-    critic_is_logit = True
-    allows_critic_batchnorm = False
+    declared_capabilities = Capabilities(logit_critic=True, critic_batchnorm_ok=False)
+    integer_options = {"unroll_steps": 0}
 
-    def __init__(self, *, unroll_steps: int = 5, variant: str = "exact", generator_loss: str = "minimax", **kw):
+    def __init__(self, *, unroll_steps: int = 5, variant: str = "exact", generator_loss: str = "minimax",
+                 **kw):
         super().__init__(**kw)
         if variant not in VARIANTS:
             raise ValueError(f"unrolled GAN variant must be one of {VARIANTS}, got {variant!r}")
         if int(unroll_steps) < 0:
             raise ValueError(f"unroll_steps must be >= 0, got {unroll_steps}")
         gan_generator_loss(torch.zeros(1), generator_loss)  # validate the form early
-        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.critic_module.modules()):
-            raise ValueError("unrolled GAN cannot unroll a critic with BatchNorm; set model.nets.critic.batchnorm=false")
+        if has_batchnorm(self.critic_module):
+            raise ValueError("unrolled GAN cannot unroll a critic with BatchNorm; "
+                             "set model.nets.critic.batchnorm=false")
         self.unroll_steps, self.variant, self.generator_loss = int(unroll_steps), variant, generator_loss
 
     def _logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return upcast(functional_call(self.critic_module, params, (x,)))  # float32 logits, as Method.critic
 
     def _inner_step(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor]):
-        """(differentiable step function, its initial state) mirroring the critic's real optimizer."""
+        """(differentiable step function, its initial state) mirroring the critic's real optimizer: its lr,
+        betas, eps and weight decay, without the trainer's grad clipping."""
         if len(optimizer.param_groups) != 1:
             raise ValueError("unrolled GAN mirrors a critic optimizer with a single parameter group")
         group = optimizer.param_groups[0]
@@ -69,8 +62,7 @@ class UnrolledGAN(Method):
         if isinstance(optimizer, torch.optim.SGD) and not (
             group["weight_decay"] or group["dampening"] or group["nesterov"]
         ):
-            state = {name: {"momentum_buffer": optimizer.state[p]["momentum_buffer"].detach().clone()}
-                     for name, p in params.items() if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
+            state = sgd_state_from_optimizer(optimizer, params)
             return partial(differentiable_sgd_step, lr=group["lr"], momentum=group["momentum"]), state
         raise ValueError(f"unrolled GAN can unroll Adam or plain/momentum SGD critics, not {optimizer!r}")
 
@@ -92,8 +84,8 @@ class UnrolledGAN(Method):
                                 critic_optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """The generator's loss against the critic unrolled K steps: f_K (minimax) or its NS form."""
         exact = self.variant == "exact"
-        params = self.unrolled_critic(x, fake if exact else fake.detach(), critic_optimizer, self.unroll_steps,
-                                      create_graph=exact)
+        params = self.unrolled_critic(x, fake if exact else fake.detach(), critic_optimizer,
+                                      self.unroll_steps, create_graph=exact)
         real_term = -F.softplus(-self._logits(params, x)).mean()  # E log D_K(x)
         return real_term + gan_generator_loss(self._logits(params, fake), self.generator_loss)
 

@@ -3,15 +3,11 @@
 The generator is a stochastic transport map T(ε, z) from a source ε ~ N(0, I) in data space (plus an
 auxiliary z ~ N(0, I_nz)); the critic is the potential v. Per generator step: n_critic potential steps on
 mean Ψ2*(−v(y)) + mean Ψ1*(v(T) − c(ε, T)) + R1 on real data, then one map step on mean[c(ε, T) − v(T)],
-with the cost c = cost_factor · τ · Σ(T − ε)² in both (official image code: factor 1; 2-D toy code: ½).
+with c = cost_factor · τ · Σ(T − ε)² in both (official image code: factor 1; 2-D toy code: ½).
 
-Prior and generator input. `prior(n)` returns one tensor, the flattened concatenation [ε, z] of dimension
-prod(data_shape) + nz, all N(0, I) (so samplers see an ordinary normal prior). The generator net must take
-that vector: conf/method/uot.yaml makes the model's generator a `_partial_` and this class completes it
-with z_dim = prod(data_shape) + nz, so no config arithmetic (resolver) is needed and the size cannot
-disagree with the prior. MLP and DCGAN-style generators take [ε, z] through their first linear layer;
-the official NCSN++ U-Net instead takes ε as an image and z through its embedding (not reproduced here).
-As METHODS.md asks, T's output is detached in the potential step (the official code relies on zeroing G).
+`prior(n)` is the flattened [ε, z], all N(0, I), so samplers see an ordinary normal prior; the model's
+generator comes as a `_partial_` that this class completes with that input size, so the two cannot
+disagree. T is detached in the potential step (METHODS.md; the official code relies on zeroing G's grads).
 """
 
 from __future__ import annotations
@@ -22,13 +18,13 @@ from collections.abc import Sequence
 
 import torch
 
-from otgan_lab.losses.penalties import r1_penalty
 from otgan_lab.losses.uot import psi_star, transport_cost, uot_potential_loss, uot_transport_loss
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method, with_penalties
 
 
 class UOTM(Method):
-    allows_critic_batchnorm = False  # R1 is a per-sample penalty
+    declared_capabilities = Capabilities(critic_batchnorm_ok=False)  # R1 is a per-sample penalty
+    integer_options = {"n_critic": 1}
 
     def __init__(
         self,
@@ -75,10 +71,7 @@ class UOTM(Method):
     # -- training -------------------------------------------------------------------------------------
     def potential_step(self, real, ctx) -> dict[str, torch.Tensor]:
         n = self.batch_size
-        y = real(n)
-        if self.r1_gamma > 0:
-            y.requires_grad_(True)
-        v_real = self.critic(y)
+        v_real, r1 = self.critic_with_r1(real(n), self.r1_gamma, ctx)
         with torch.no_grad():
             z = self.prior(n)
             fake = self.generate(z)
@@ -86,11 +79,7 @@ class UOTM(Method):
         loss, psi1_arg_max = uot_potential_loss(v_real, self.critic(fake), cost, self.psi1, self.psi2)
         logs = {"critic_loss": loss.detach(), "psi1_arg_max": psi1_arg_max,
                 "v_real": v_real.detach().float().mean()}
-        if self.r1_gamma > 0:
-            r1 = r1_penalty(ctx.input_grad(v_real, y, "critic"), self.r1_gamma)
-            loss = loss + r1
-            logs["r1"] = r1.detach()
-        ctx.optimize("critic", loss)
+        ctx.optimize("critic", with_penalties(loss, logs, r1=r1))
         return logs
 
     def train_step(self, real, ctx):

@@ -11,11 +11,12 @@ import torch
 
 from otgan_lab.losses.adversarial import wasserstein_critic_loss, wasserstein_generator_loss
 from otgan_lab.losses.penalties import gradient_penalty, interpolate
-from otgan_lab.methods.base import Method
+from otgan_lab.methods.base import Capabilities, Method
 
 
 class WGANGP(Method):
-    allows_critic_batchnorm = False
+    declared_capabilities = Capabilities(critic_batchnorm_ok=False)  # the penalty is per sample
+    integer_options = {"n_critic": 1}
 
     def __init__(self, *, n_critic: int = 5, gp_weight: float = 10.0, **kw):
         super().__init__(**kw)
