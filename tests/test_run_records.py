@@ -142,9 +142,10 @@ def test_help_into_a_closed_pipe_is_quiet(tmp_path):
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_eval_usage_keeps_its_brackets(in_tmp):
-    code, out, err = otlab("eval", "run")
-    assert code == 2 and "[sampler=drs]" in err and "[eval.use_ema=true]" in err
+def test_messages_keep_their_brackets(in_tmp):
+    """User text is never read as rich markup: '[weird]' stays in the message."""
+    code, out, err = otlab("eval", f"run='{in_tmp / '[weird]dir'}'")  # quoted: brackets are Hydra's list syntax
+    assert code == 2 and "[weird]dir is not a run directory" in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def test_final_checkpoint_is_written_before_a_failing_evaluation(in_tmp, monkeyp
     assert code == 0 and "eval failed" in table and "metric exploded" in table and "inf" not in table
 
     # the evaluation is redone from the saved weights; the error is gone from the record
-    code, out, err = otlab("eval", f"run={run_dir}", "logger=none")
+    code, out, err = otlab("eval", f"run={run_dir}")
     assert code == 0, err
     record = json.loads((run_dir / "result.json").read_text())
     assert "error" not in record["samplers"]["standard"] and "eval_error" not in record
@@ -342,12 +343,13 @@ def test_eval_and_sample_compose_groups_and_keys_over_the_saved_config(finished_
     assert code == 0, err
     mh = json.loads((finished_run / "result.json").read_text())["samplers"]["mh"]
     assert mh["protocol"]["n_samples"] == 100 and mh["metrics"]["sampler/draws_per_sample"] == 4.0
-    # a key of the run's own metrics group (not chosen here) is set on the saved node: a 40-sigma rule
-    # counts every sample as high quality
-    code, out, err = otlab("eval", f"run={finished_run}", "metrics.points2d.n_sigma=40", "eval.n_samples=100")
+    # a key of the run's own metrics group (not chosen here) is set on the saved node: a 1000-sigma rule
+    # (20 units on a ring of radius 2) counts every sample as high quality
+    code, out, err = otlab("eval", f"run={finished_run}", "metrics.points2d.n_sigma=1000", "eval.n_samples=100")
     assert code == 0, err
     standard = json.loads((finished_run / "result.json").read_text())["samplers"]["standard"]
-    assert standard["protocol"]["suites"]["points2d"]["n_sigma"] == 40 and standard["metrics"]["hq_share"] == 1.0
+    assert standard["protocol"]["suites"]["points2d"]["n_sigma"] == 1000
+    assert standard["metrics"]["hq_share"] == 1.0
     code, out, err = otlab("sample", f"run={finished_run}", "n=0")
     assert code == 2 and "n must be a positive integer" in err
     code, out, err = otlab("sample", f"run={finished_run}", "n=5", "sampler=drs", "sampler.burn_in=50",
