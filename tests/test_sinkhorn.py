@@ -6,6 +6,7 @@ scipy's cosine distance, closed-form identities (marginal constraints, envelope 
 i.i.d. batches). Every solver test runs both of our methods. METHODS.md §6 and §13.
 """
 
+import functools
 import math
 import warnings
 
@@ -15,6 +16,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+import otgan_lab.ot.sinkhorn as sinkhorn_package
+import otgan_lab.ot.sinkhorn.annealing as annealing_module
 import otgan_lab.ot.sinkhorn.kernel as kernel_module
 import otgan_lab.ot.sinkhorn.stabilized as stabilized_module
 from otgan_lab.ot.energy import cosine_cost, minibatch_energy_distance
@@ -351,6 +354,9 @@ def test_rejects_bad_arguments():
         sinkhorn(torch.rand(3, 3), eps=0.1, method="plain")
     with pytest.raises(ValueError):
         sinkhorn(torch.rand(3, 3), eps=0.1, absorb_every=0)
+    for ratio in (0.0, 1.0, -0.5, 2.0):
+        with pytest.raises(ValueError, match="eps_scaling"):
+            sinkhorn(torch.rand(3, 3), eps=0.1, eps_scaling=ratio)
 
 
 @pytest.mark.gpu
@@ -365,6 +371,122 @@ def test_no_host_sync_without_tol_on_cuda(method):
         torch.cuda.set_sync_debug_mode("default")
     plan_pot = _pot_plan(cost[0].double().cpu().numpy(), np.full(64, 1 / 64), np.full(48, 1 / 48), 0.01, 50)
     np.testing.assert_allclose(res.plan[0].double().cpu().numpy(), plan_pot, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- ε-scaling
+
+
+def _cost_kind(kind, n, m, seed):
+    """Random float64 costs: cosine distances (range <= 2) or squared Euclidean distances (range ~ 10)."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(n, 3)), rng.normal(size=(m, 3)) + 0.4
+    return cdist(x, y, "cosine") if kind == "cosine" else cdist(x, y, "sqeuclidean")
+
+
+def _marginals(kind, n, m, seed):
+    if kind == "uniform":
+        return np.full(n, 1 / n), np.full(m, 1 / m)
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return a / a.sum(), b / b.sum()
+
+
+@functools.lru_cache
+def _pot_converged(kind, eps, marginals, tol):
+    """POT's log-domain ``ot.sinkhorn2`` solved to ``tol`` (float64): (cost, a, b, plan, value)."""
+    n, m = 40, 30
+    cost, (a, b) = _cost_kind(kind, n, m, seed=21), _marginals(marginals, n, m, seed=22)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value, log = ot.sinkhorn2(a, b, cost, eps, method="sinkhorn_log", numItermax=100_000, stopThr=tol,
+                                  log=True)
+    plan = np.exp(log["log_u"][:, None] - cost / eps + log["log_v"][None, :])  # POT's own plan formula
+    return cost, a, b, plan, float(value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("marginals", ["uniform", "unequal"])
+@pytest.mark.parametrize("kind, eps", [("cosine", 0.01), ("sqeuclidean", 0.05)])
+def test_eps_scaling_gives_the_plain_and_pot_solution(kind, eps, marginals, method):
+    # Converged to tol, the annealed solve is the same problem's solution: same plan, value and potentials
+    # (up to the constant shift f + c, g - c) as our plain solver and POT's log-domain solver at ``eps``
+    # (eps / cost range ~ 0.005 and 0.003: seven and nine stages).
+    tol = 1e-10
+    cost, a, b, plan_pot, value_pot = _pot_converged(kind, eps, marginals, tol / 10)
+    args = (_t(cost), _t(a), _t(b))
+    plain = sinkhorn(*args, eps=eps, n_iters=100_000, tol=tol, method=method)
+    scaled = sinkhorn(*args, eps=eps, n_iters=100_000, tol=tol, method=method, eps_scaling=0.5)
+    assert scaled.err.item() < tol and plain.err.item() < tol
+    np.testing.assert_allclose(np.abs(plan_pot.sum(0) - b).max(), 0, atol=tol)  # POT converged as well
+    for reference in (plain.plan.numpy(), plan_pot):
+        np.testing.assert_allclose(scaled.plan.numpy(), reference, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scaled.cost.item(), plain.cost.item(), rtol=1e-8)
+    np.testing.assert_allclose(scaled.cost.item(), value_pot, rtol=1e-8)
+    shift = (scaled.f - plain.f).mean()
+    np.testing.assert_allclose(scaled.f.numpy(), (plain.f + shift).numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(scaled.g.numpy(), (plain.g - shift).numpy(), rtol=0, atol=1e-7)
+
+
+def test_eps_scaling_batched_and_on_the_accelerator_code_path(device_loop_on_cpu):
+    # One schedule for the whole batch (from its largest cost range); float32 as OT-GAN runs it.
+    costs = np.stack([_cost_kind("cosine", 24, 20, seed=s) for s in (23, 24, 25)])
+    costs[1] *= 0.25  # a smaller range: its first stages are coarser than it needs, still the same answer
+    res = sinkhorn(torch.tensor(costs, dtype=torch.float32), eps=0.01, n_iters=20_000, tol=1e-6,
+                   eps_scaling=0.5)
+    assert res.plan.dtype == torch.float32 and (res.err < 1e-6).all()
+    for k in range(3):
+        plan = sinkhorn(torch.tensor(costs[k]), eps=0.01, n_iters=20_000, tol=1e-9).plan
+        np.testing.assert_allclose(res.plan[k].double().numpy(), plan.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", [26, 27])
+def test_eps_scaling_needs_fewer_iterations_at_small_eps(seed, method):
+    # Iteration counts, not time, at OT-GAN's tolerance (5 % of a sample's mass 1/n): at eps = range / 1000
+    # the plain solver spends most of its iterations on the transient that annealing removes (seen: 1160-1300
+    # iterations against 110-210).
+    rng = np.random.default_rng(seed)
+    cost = _t(cdist(rng.normal(size=(100, 2)), rng.normal(size=(90, 2)) + 0.4, "cosine"))
+    kw = dict(eps=0.002, n_iters=100_000, tol=0.05 / 100, method=method)
+    plain, scaled = sinkhorn(cost, **kw), sinkhorn(cost, eps_scaling=0.5, **kw)
+    assert scaled.err.item() < 0.05 / 100
+    assert scaled.n_iters < 0.5 * plain.n_iters, (scaled.n_iters, plain.n_iters)
+
+
+def test_eps_schedule_is_geometric_from_the_cost_range_down_to_eps():
+    schedule = annealing_module.eps_schedule(2.0, 0.01, 0.5)
+    assert schedule[0] == 2.0 and schedule[-1] == 0.01
+    np.testing.assert_allclose(np.divide(schedule[1:-1], schedule[:-2]), 0.5)
+    assert min(schedule[:-1]) > 0.01 >= 0.5 * min(schedule[:-1])  # no stage below eps, none missing above
+    assert annealing_module.eps_schedule(0.005, 0.01, 0.5) == [0.01]  # already coarse enough: no annealing
+    assert annealing_module.eps_schedule(0.0, 0.01, 0.5) == [0.01]  # constant cost
+
+
+def test_eps_scaling_runs_the_schedule_and_ends_at_eps(monkeypatch):
+    # Records each stage: eps from the cost range down to the target, a warm start from the second stage on,
+    # tol only for the last stage, and the iterations of every stage counted.
+    calls = []
+    solve = sinkhorn_package.solve_stabilized
+
+    def recording(cost, log2_a, log2_b, eps, n_iters, tol, check_every, absorb_every, uniform, u0):
+        out = solve(cost, log2_a, log2_b, eps, n_iters, tol, check_every, absorb_every, uniform, u0)
+        calls.append((eps, n_iters, tol, u0 is not None, out[3]))
+        return out
+
+    monkeypatch.setattr(sinkhorn_package, "solve_stabilized", recording)
+    cost = _cost_kind("cosine", 20, 16, seed=27)
+    res = sinkhorn(_t(cost), eps=0.01, n_iters=10_000, tol=1e-8, eps_scaling=0.5)
+    epss, _, tols, warm, done = zip(*calls)
+    assert list(epss) == annealing_module.eps_schedule(float(cost.max() - cost.min()), 0.01, 0.5)
+    assert len(epss) == 1 + math.ceil(math.log(0.01 / (cost.max() - cost.min()), 0.5))
+    assert tols[:-1] == (None,) * (len(calls) - 1) and tols[-1] == 1e-8
+    assert warm == (False,) + (True,) * (len(calls) - 1)
+    assert res.n_iters == sum(done) and res.err.item() < 1e-8
+    # a budget smaller than the schedule: the stages it allows, and the last stage still runs at eps
+    calls.clear()
+    res = sinkhorn(_t(cost), eps=0.01, n_iters=12, eps_scaling=0.5)
+    assert res.n_iters == 12 and calls[-1][0] == 0.01 and calls[-1][1] >= 1
+    np.testing.assert_allclose(res.plan.sum(-1).numpy(), 1 / 20, rtol=1e-12)  # after a row update at eps
 
 
 # ------------------------------------------------------------------------------------------------ energy

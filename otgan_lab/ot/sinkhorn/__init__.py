@@ -6,8 +6,9 @@ For a cost ``C`` (..., n, m) and positive marginals ``a``, ``b`` it solves
 
 by alternating dual updates (column, then row: POT's order). The plain kernel exp(-C/eps) underflows for
 cosine costs at OT-GAN's eps, so both solvers stay robust at any eps and compute the same iterates:
-``method="stabilized"`` (default; stabilized.py) and ``method="log"`` (logdomain.py). ``sinkhorn`` is not
-differentiable by design: OT-GAN holds the plan constant (envelope theorem), see ``entropic_ot_loss``.
+``method="stabilized"`` (default; stabilized.py) and ``method="log"`` (logdomain.py); ``eps_scaling``
+anneals eps down to the target (annealing.py). ``sinkhorn`` is not differentiable by design: OT-GAN holds
+the plan constant (envelope theorem), see ``entropic_ot_loss``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from otgan_lab.ot.sinkhorn.annealing import eps_schedule, solve_annealed
 from otgan_lab.ot.sinkhorn.logdomain import log2_marginal, solve_log
 from otgan_lab.ot.sinkhorn.stabilized import solve_stabilized
 
@@ -47,6 +49,7 @@ def sinkhorn(
     check_every: int = 10,
     method: str = "auto",
     absorb_every: int | None = None,
+    eps_scaling: float | None = None,
 ) -> SinkhornResult:
     """Entropic OT between ``a`` and ``b`` for ``cost`` (..., n, m) by robust (log-stabilised) Sinkhorn.
 
@@ -69,6 +72,10 @@ def sinkhorn(
             would sync, absorption is unconditional every floor(limit / bound) iterations; non-uniform
             ``a``/``b`` cost one host read for the bound). An int: absorb unconditionally every
             ``absorb_every`` iterations, the caller vouching that the scalings stay in range.
+        eps_scaling: None solves at ``eps`` from zero potentials. A ratio in (0, 1) anneals first: a few
+            iterations at each of eps_0 * ratio^k > eps, eps_0 the largest range max C - min C in the batch
+            (one host read), each warm-started from the last, then iterations at ``eps`` until ``tol``.
+            Same solution, far fewer iterations at small eps/range; ``n_iters`` counts all stages.
 
     Returns:
         SinkhornResult; no tensor in it requires grad. After the last (row) update ``P 1 = a`` to
@@ -80,6 +87,8 @@ def sinkhorn(
         raise ValueError("n_iters and check_every must be >= 1")
     if absorb_every is not None and absorb_every < 1:
         raise ValueError("absorb_every must be None or >= 1")
+    if eps_scaling is not None and not 0.0 < eps_scaling < 1.0:
+        raise ValueError(f"eps_scaling must be None or in (0, 1), got {eps_scaling}")
     if method not in ("auto", "stabilized", "log"):
         raise ValueError(f"method must be 'auto', 'stabilized' or 'log', got {method!r}")
     if cost.dim() < 2:
@@ -93,12 +102,24 @@ def sinkhorn(
         log2_b = log2_marginal(b, batch_shape, m, cost_flat)  # (B, m)
 
         if method == "log" or cost_flat.numel() == 0:
-            plan, u, v, done = solve_log(cost_flat, log2_a, log2_b, eps, n_iters, tol, check_every)
+
+            def solve(eps_k: float, iters: int, tol_k: float | None, u0: Tensor | None):
+                return solve_log(cost_flat, log2_a, log2_b, eps_k, iters, tol_k, check_every, u0)
+
         else:
             uniform = a is None and b is None
-            plan, u, v, done = solve_stabilized(
-                cost_flat, log2_a, log2_b, eps, n_iters, tol, check_every, absorb_every, uniform
-            )
+
+            def solve(eps_k: float, iters: int, tol_k: float | None, u0: Tensor | None):
+                return solve_stabilized(
+                    cost_flat, log2_a, log2_b, eps_k, iters, tol_k, check_every, absorb_every, uniform, u0
+                )
+
+        if eps_scaling is None or cost_flat.numel() == 0:
+            plan, u, v, done = solve(eps, n_iters, tol, None)
+        else:
+            cost_range = float((cost_flat.amax((-2, -1)) - cost_flat.amin((-2, -1))).amax())
+            schedule = eps_schedule(cost_range, eps, eps_scaling)
+            plan, u, v, done = solve_annealed(solve, log2_a, schedule, n_iters, tol)
         err = torch.maximum(
             (plan.sum(-1) - log2_a.exp2()).abs().amax(-1), (plan.sum(-2) - log2_b.exp2()).abs().amax(-1)
         )

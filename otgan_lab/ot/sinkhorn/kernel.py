@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from otgan_lab.ot.sinkhorn.logdomain import exp2_shifted
+from otgan_lab.ot.sinkhorn.logdomain import exp2_, exp2_shifted
 
 # Exponents are base 2: K_ij = 2^(F_i + G_j - C_ij / (eps ln 2)), F and G in bits, and the plan is
 # P = diag(s) K diag(t).
@@ -80,10 +80,10 @@ class StabilizedKernel:
         self.f = torch.zeros_like(self.cost[..., 0])
         self.g = self.cost.amin(-2) * -self.kappa
         torch.add(self.g.unsqueeze(-2), self.cost, alpha=self.kappa, out=self.k)
-        self.k.clamp_min_(self.floor).exp2_()
+        exp2_(self.k.clamp_min_(self.floor))
 
     def absorb(self, s: Tensor, t: Tensor) -> None:
         """F += log2 s, G += log2 t and K recomputed (one exp pass): afterwards K is the plan."""
         self.f, self.g = self.f + s.log2(), self.g + t.log2()
         torch.add(self.f.unsqueeze(-1), self.cost, alpha=self.kappa, out=self.k)
-        self.k.add_(self.g.unsqueeze(-2)).clamp_min_(self.floor).exp2_()
+        exp2_(self.k.add_(self.g.unsqueeze(-2)).clamp_min_(self.floor))
