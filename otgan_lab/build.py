@@ -195,8 +195,8 @@ def build_method(cfg: DictConfig, device: torch.device):
     critic = method.nets["critic"] if "critic" in method.nets else None
     if critic is not None and not method.allows_critic_batchnorm and has_batchnorm(critic):
         raise ConfigError(
-            f"method {method.name!r} uses a per-sample gradient penalty, which BatchNorm in the critic breaks; "
-            "set model.nets.critic.batchnorm=false (LayerNorm is fine)"
+            f"method {method.name!r} uses a per-sample gradient penalty, which BatchNorm in the critic "
+            "breaks; set model.nets.critic.batchnorm=false (LayerNorm is fine)"
         )
     return method.to(device)
 

@@ -54,7 +54,8 @@ def _tiny_otgan(loss: str = "energy", batch_size: int = 16) -> OTGAN:
     return OTGAN(name="otgan", batch_size=batch_size, prior={"kind": "uniform", "dim": 2},
                  optim={"generator": adam, "critic": adam}, loss=loss, critic_out_dim=8,
                  sinkhorn_eps=0.05, sinkhorn_iters=50, sinkhorn_tol=None,
-                 generator=MLPGenerator(2, (2,), hidden=(16,)), critic=MLPCritic((2,), hidden=(16,), out_dim=8))
+                 generator=MLPGenerator(2, (2,), hidden=(16,)),
+                 critic=MLPCritic((2,), hidden=(16,), out_dim=8))
 
 
 def _points(n: int) -> torch.Tensor:
@@ -109,7 +110,8 @@ def test_otgan_public_critic_surface():
     torch.testing.assert_close(ablation.critic_module(x), ablation.critic(x))
     assert ablation.embed(x).shape == (5, 8)
     # The logit head is a critic parameter: the critic optimizer updates it.
-    critic_params = {id(p) for g in ablation.configure_optimizers()["critic"].param_groups for p in g["params"]}
+    critic_groups = ablation.configure_optimizers()["critic"].param_groups
+    critic_params = {id(p) for g in critic_groups for p in g["params"]}
     assert id(ablation.nets["critic"][1].weight) in critic_params
 
 

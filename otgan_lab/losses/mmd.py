@@ -12,7 +12,8 @@ import torch
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def imq_kernel(x: torch.Tensor, y: torch.Tensor, base: float, scales: Sequence[float] = IMQ_SCALES) -> torch.Tensor:
+def imq_kernel(x: torch.Tensor, y: torch.Tensor, base: float,
+               scales: Sequence[float] = IMQ_SCALES) -> torch.Tensor:
     """sum_s C_s / (C_s + ||x_i - y_j||^2) with C_s = s * base: (n, d), (m, d) -> (n, m)."""
     sq_dist = (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)  # exact zeros on the diagonal, unlike cdist
     return sum(s * base / (s * base + sq_dist) for s in scales)
@@ -27,7 +28,8 @@ def imq_mmd(x: torch.Tensor, y: torch.Tensor, *, prior_var: float = 1.0, scales:
     """
     x, y = x.float(), y.float()
     base = 2.0 * x.shape[1] * prior_var
-    k_xx, k_yy, k_xy = imq_kernel(x, x, base, scales), imq_kernel(y, y, base, scales), imq_kernel(x, y, base, scales)
+    k_xx, k_yy = imq_kernel(x, x, base, scales), imq_kernel(y, y, base, scales)
+    k_xy = imq_kernel(x, y, base, scales)
     n, m = x.shape[0], y.shape[0]
     if unbiased:
         within = ((k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))

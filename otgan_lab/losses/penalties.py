@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 
-def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def interpolate(real: torch.Tensor, fake: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per sample, broadcast over features."""
     # Under autocast the generator's output may be bf16/fp16 while data is fp32: interpolate in fp32.
     real, fake = real.float(), fake.float()
