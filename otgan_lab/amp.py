@@ -24,6 +24,9 @@ class PrecisionError(ValueError):
 class Precision:
     name: str  # fp32 | bf16 | fp16 (resolved, never auto)
     device_type: str  # cpu | cuda
+    #: fp16 only: each GradScaler's first loss scale (GradScaler's own default). It halves on every overflow
+    #: and doubles after 2000 clean steps, so this only decides how many of the first steps are skipped.
+    init_scale: float = 2.0**16
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -44,12 +47,19 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def resolve_precision(requested: str, device: torch.device | str) -> Precision:
+def resolve_precision(
+    requested: str, device: torch.device | str, *, allow_cpu_fp16: bool = False
+) -> Precision:
     """fp32 | bf16 | fp16 | auto -> a concrete policy; clear errors for what the device cannot do.
 
     auto: bf16 on GPUs that support it, else fp16; fp32 on CPUs. bf16 autocast is faster on CPUs with bf16
     instructions (1.3-1.9x on the MNIST MLP here) but trained these GANs worse than fp32 (README), so a CPU
     gets it only when asked for.
+
+    allow_cpu_fp16: let fp16 (float16 autocast, one GradScaler("cpu") per optimizer) run on a CPU. It is
+    for code, not for users: the tests run the whole fp16 path (loss scaling, the penalty recipe, skipped
+    steps, scaler checkpoints) on CPU with it, so the CUDA path is not first run by a user. It is no config
+    key: a user asking for precision=fp16 on a CPU is still refused (bf16 is the CPU's reduced precision).
     """
     device_type = torch.device(device).type
     if requested not in PRECISIONS:
@@ -58,7 +68,7 @@ def resolve_precision(requested: str, device: torch.device | str) -> Precision:
         if device_type == "cuda":
             return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", device_type)
         return Precision("fp32", device_type)
-    if requested == "fp16" and device_type != "cuda":
+    if requested == "fp16" and device_type != "cuda" and not (allow_cpu_fp16 and device_type == "cpu"):
         raise PrecisionError(
             "precision=fp16 (float16 autocast with loss scaling) needs a CUDA device, and this run is on "
             f"{device_type}. Use precision=bf16 (bfloat16 autocast works on CPU) or precision=fp32."
@@ -84,8 +94,12 @@ class StepContext:
             for name, opt in self.optimizers.items()
         }
         if self.precision.uses_scaler and not self.scalers:
-            # One GradScaler per optimizer: each network's loss scale adapts to its own overflows.
-            self.scalers = {name: torch.amp.GradScaler("cuda") for name in self.optimizers}
+            # One GradScaler per optimizer: each network's loss scale adapts to its own overflows. The
+            # scaler's device type is the autocast one (a "cuda" scaler disables itself on a CPU-only host).
+            self.scalers = {
+                name: torch.amp.GradScaler(self.precision.device_type, init_scale=self.precision.init_scale)
+                for name in self.optimizers
+            }
 
     def autocast(self):
         return self.precision.autocast()
@@ -109,6 +123,10 @@ class StepContext:
                 scaler.update()
             else:
                 opt.step()
+        # autocast caches the low-precision copy of each weight until the outermost autocast region exits,
+        # which is the whole train_step: without this, every later forward in the step (the next critic
+        # iteration, the generator's pass through the critic) would run on the weights before this update.
+        torch.clear_autocast_cache()
 
     def input_grad(self, outputs: torch.Tensor, inputs: torch.Tensor, optimizer: str) -> torch.Tensor:
         """d(sum outputs)/d inputs with create_graph=True, unscaled under fp16 (AMP penalty recipe)."""
