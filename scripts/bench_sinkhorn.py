@@ -1,29 +1,26 @@
-"""Benchmark: otgan_lab's Sinkhorn solvers against POT's ot.sinkhorn2 on one n x n problem.
+"""Benchmark: time to a marginal tolerance for otgan_lab's Sinkhorn (plain and eps-scaled), POT and GeomLoss.
 
-Every solver gets the same cost (cosine distances of random 2-D points, values in [0, 2]), the same eps and
-the same number of iterations (POT with stopThr=0 so it never stops early). Ours: method="stabilized" (the
-default: log-stabilised scaling, two mat-vecs per iteration) and method="log" (log-sum-exp half-steps), in
-float64 and float32. POT: its default plain-kernel 'sinkhorn' (fast, but exp(-C/eps) underflows at OT-GAN's
-eps = 0.002) and its log-domain 'sinkhorn_log', on numpy float64 (POT's default) and float32, and on its
-torch backend. All solvers compute the same iterates, so the script prints each one's value <P, C>, its
-marginal error and its largest plan difference to POT's float64 log-domain plan to show that they agree
-(the plain kernel's plans break down where exp(-C/eps) underflows, e.g. --eps 0.002 in float32).
+One n x n problem (cosine distances of random points, values in [0, 2]), one eps, one tolerance on the
+max-norm marginal error max(|P 1 - a|, |P^T 1 - b|). Solvers:
+* otgan_lab ``sinkhorn`` (log-stabilised), plain and with ``eps_scaling`` (stops at the first check with
+  error < tol);
+* POT ``ot.sinkhorn`` with method="sinkhorn" (plain kernel) and "sinkhorn_log", numpy, stopThr = tol (POT
+  stops on the 2-norm of its column error, which bounds the max-norm);
+* GeomLoss ``geomloss.ot.solve`` (symmetric Sinkhorn with eps-annealing from the cost range down to eps in
+  ``max_iter`` steps; no tolerance, so a ladder of max_iter values). Optional: ``pip install geomloss``;
+  skipped with a note when it is missing.
+Each row shows the median wall and CPU time (process_time: excludes time spent waiting for a core, which
+dominates the noise on a shared machine), iterations, marginal error, and the distance of the value and the
+plan to a reference (ours, solved to tol / 1000). The second table compares at equal accuracy: for each
+GeomLoss max_iter, ours run to the error GeomLoss reached, with time ratios GeomLoss / ours.
 
-Timing: the solvers take turns in rounds, so a change in machine load hits all of them alike. In a round
-each solver runs --block consecutive calls and the first is not timed: the others measure its steady state
-when called repeatedly (as in training), with caches and the memory allocator warmed by its own previous
-call rather than disturbed by another solver's (calling them strictly alternately made our solver's plan
-buffer page-fault in anew on every call, because POT's frees let the allocator return memory to the OS).
-Each solver reports its median wall time and median CPU time (process_time: user + system, excluding time
-spent waiting for a core, which dominates the wall-time noise on a shared machine). A solver stops being
-timed after --repeat timed calls or once they add up to --budget seconds; one whose untimed first call
-took over 0.5 s (POT's numpy sinkhorn_log: seconds per call) runs one timed call per round instead of a
-block. The load average is printed before and after.
+Solvers take turns in rounds (a change in machine load hits all alike); each stops after --repeat timed
+calls or --budget seconds. The load average is printed before and after.
 
-    python scripts/bench_sinkhorn.py [--n 500 --iters 100 --eps 0.05 --repeat 15 --device cpu --threads 1]
+    OMP_NUM_THREADS=1 python scripts/bench_sinkhorn.py [--n 500 --eps 0.01 --tol 1e-6 --scaling 0.5]
 
-Threads default to 1 for both torch and numpy: on a shared 2-core machine a 2-thread OpenMP pool that
-competes with other processes ran ~8x slower than one thread, which would measure the neighbours.
+Threads default to 1 for torch and numpy: on a shared 2-core machine a 2-thread OpenMP pool that competes
+with other processes ran ~8x slower than one thread, which would measure the neighbours.
 """
 
 import argparse
@@ -33,19 +30,24 @@ import time
 import warnings
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--iters", type=int, default=100)
-    parser.add_argument("--eps", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=15, help="timed calls per solver")
-    parser.add_argument("--block", type=int, default=3, help="consecutive calls per solver and round")
-    parser.add_argument("--budget", type=float, default=10.0, help="stop timing a solver after this many s")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dim", type=int, default=2, help="dimension of the random points")
+    parser.add_argument("--eps", type=float, default=0.01)
+    parser.add_argument("--tol", type=float, default=1e-6)
+    parser.add_argument("--scaling", type=float, default=0.5, help="our eps_scaling ratio")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--geomloss-iters", default="10,20,40,80,160,320,640", help="GeomLoss max_iter ladder")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per solver")
+    parser.add_argument("--budget", type=float, default=6.0, help="stop timing a solver after this many s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch AND numpy's BLAS")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     # numpy's BLAS reads its thread count at import time: pin it to torch's so the comparison is fair.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -56,116 +58,128 @@ def main() -> None:
     from otgan_lab.ot.energy import cosine_cost
     from otgan_lab.ot.sinkhorn import sinkhorn
 
+    try:
+        from geomloss import ot as geomloss_ot
+    except ImportError:
+        geomloss_ot = None
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sinkhorn did not converge")
-    device = torch.device(args.device)
     load_before = os.getloadavg()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     gen = torch.Generator().manual_seed(args.seed)
-    x, y = torch.randn(args.n, 2, generator=gen), torch.randn(args.n, 2, generator=gen) + 0.5
-    cost64 = cosine_cost(x.double(), y.double())  # the one input, in [0, 2]
-    a64 = np.full(args.n, 1.0 / args.n)
-    eps, iters = args.eps, args.iters
-    pot_kw = dict(numItermax=iters, stopThr=0.0)
+    x = torch.randn(args.n, args.dim, generator=gen, dtype=torch.float64)
+    y = torch.randn(args.n, args.dim, generator=gen, dtype=torch.float64) + 0.5
+    cost = cosine_cost(x, y).to(getattr(torch, args.dtype))  # the one input, in [0, 2]
+    cost_np = cost.numpy()
+    marginal = np.full(args.n, 1.0 / args.n, dtype=cost_np.dtype)
+    eps, tol = args.eps, args.tol
+    reference = sinkhorn(cost.double(), eps=eps, n_iters=1_000_000, tol=tol / 1000, eps_scaling=args.scaling)
+    plan_ref, value_ref = reference.plan.numpy(), reference.cost.item()
 
-    # name -> (timed call, call returning the plan as float64 numpy); ours return their plan in the result
-    solvers: dict[str, tuple] = {}
-    ours: list[str] = []
-    for method in ("stabilized", "log"):
-        for dtype in (torch.float64, torch.float32):
-            cost = cost64.to(device=device, dtype=dtype)
-            name = f"otgan_lab {method} ({str(dtype).removeprefix('torch.')}, {device.type})"
-            ours.append(name)
+    def ours(tol_k: float, scaling: float | None):
+        def call():
+            res = sinkhorn(cost, eps=eps, n_iters=1_000_000, tol=tol_k, eps_scaling=scaling)
+            return res.plan.double().numpy(), res.n_iters
 
-            def call(cost=cost, method=method):
-                return sinkhorn(cost, eps=eps, n_iters=iters, method=method)
+        return call
 
-            solvers[name] = (call, lambda call=call: call().plan.double().cpu().numpy())
-    for np_dtype in (np.float64, np.float32):
-        m_np, a_np = cost64.numpy().astype(np_dtype), a64.astype(np_dtype)
-        for method in ("sinkhorn", "sinkhorn_log"):
-            kw = dict(method=method, **pot_kw)
-            solvers[f"POT {method} (numpy {np.dtype(np_dtype).name})"] = (
-                lambda m_np=m_np, a_np=a_np, kw=kw: ot.sinkhorn2(a_np, a_np, m_np, eps, **kw),
-                lambda m_np=m_np, a_np=a_np, kw=kw: ot.sinkhorn(a_np, a_np, m_np, eps, **kw).astype(float),
-            )
-    try:  # POT's torch backend, same device and float32
-        cost_t = cost64.to(device=device, dtype=torch.float32)
-        a_t = torch.full((args.n,), 1.0 / args.n, device=device)
-        ot.sinkhorn2(a_t, a_t, cost_t, eps, **pot_kw)
-        for method in ("sinkhorn", "sinkhorn_log"):
-            kw = dict(method=method, **pot_kw)
-            solvers[f"POT {method} (torch float32, {device.type})"] = (
-                lambda kw=kw: ot.sinkhorn2(a_t, a_t, cost_t, eps, **kw),
-                lambda kw=kw: ot.sinkhorn(a_t, a_t, cost_t, eps, **kw).double().cpu().numpy(),
-            )
-    except Exception as exc:  # noqa: BLE001 - an optional comparison; report and go on
-        print(f"POT torch backend skipped: {exc!r}")
+    def pot(method: str):
+        def call():
+            plan, log = ot.sinkhorn(marginal, marginal, cost_np, eps, method=method, numItermax=1_000_000,
+                                    stopThr=tol, log=True)
+            return plan.astype(np.float64), log["niter"]
 
-    # Accuracy: one untimed call each (it also warms each solver up and sizes its block).
-    plans, block = {}, {}
-    for name, (_, plan_fn) in solvers.items():
-        start = time.perf_counter()
-        plans[name] = plan_fn()
-        block[name] = max(1, args.block) if time.perf_counter() - start < 0.5 else 1
-    reference = plans["POT sinkhorn_log (numpy float64)"]  # correct at any eps, unlike the plain kernel
-    accuracy = {}
-    for name, plan in plans.items():
-        value = float((plan * cost64.numpy()).sum())
-        marginal_err = max(np.abs(plan.sum(1) - a64).max(), np.abs(plan.sum(0) - a64).max())
-        accuracy[name] = (value, marginal_err, np.abs(plan - reference).max())
-    del plans
+        return call
 
-    # Timing: rounds of blocks.
-    wall: dict[str, list[float]] = {name: [] for name in solvers}
-    cpu: dict[str, list[float]] = {name: [] for name in solvers}
-    active = list(solvers)
+    def geomloss(max_iter: int):
+        def call():
+            return geomloss_ot.solve(cost, reg=eps, max_iter=max_iter).plan.double().numpy(), max_iter
+
+        return call
+
+    solvers = {
+        "otgan_lab sinkhorn": ours(tol, None),
+        f"otgan_lab sinkhorn, eps_scaling={args.scaling}": ours(tol, args.scaling),
+        "POT ot.sinkhorn (numpy, standard)": pot("sinkhorn"),
+        "POT ot.sinkhorn (numpy, sinkhorn_log)": pot("sinkhorn_log"),
+    }
+    stats = {name: measure(call) for name, call in solvers.items()}  # a first, untimed call: accuracy
+
+    # GeomLoss: climb the max_iter ladder until its error is below tol or one call takes over --budget s.
+    ladder = []
+    if geomloss_ot is None:
+        print("GeomLoss skipped: not installed (pip install geomloss)")
+    else:
+        for max_iter in (int(k) for k in args.geomloss_iters.split(",")):
+            name = f"GeomLoss ot.solve, max_iter={max_iter}"
+            solvers[name] = geomloss(max_iter)
+            stats[name] = measure(solvers[name])
+            ladder.append(name)
+            if stats[name]["err"] < tol or stats[name]["first_s"] > args.budget:
+                break
+        # equal accuracy: ours run to the error each GeomLoss setting reached
+        for name in ladder:
+            for scaling in (None, args.scaling):
+                ours_name = f"  otgan_lab to err {stats[name]['err']:.1e}, eps_scaling={scaling}"
+                solvers[ours_name] = ours(stats[name]["err"], scaling)
+                stats[ours_name] = measure(solvers[ours_name])
+    time_in_rounds(solvers, stats, args.repeat, args.budget)
+
+    print(
+        f"n={args.n} dim={args.dim} eps={eps} tol={tol} dtype={args.dtype} threads={args.threads} "
+        f"repeat<={args.repeat}; load avg 1/5/15 min before: " + " ".join(f"{v:.2f}" for v in load_before)
+        + ", after: " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    )
+    header = f"{'solver':46s} {'calls':>5s} {'wall ms':>9s} {'cpu ms':>9s} {'iters':>7s} {'marg. err':>9s}"
+    print(header + f" {'|V-V*|':>9s} {'max|P-P*|':>9s}")
+    for name in [n for n in solvers if not n.startswith("  ")]:
+        s = stats[name]
+        diff = np.abs(s["plan"] - plan_ref).max()
+        value_diff = abs(float((s["plan"] * cost_np).sum()) - value_ref)
+        print(f"{name:46s} {len(s['wall']):5d} {s['wall_ms']:9.2f} {s['cpu_ms']:9.2f} {s['iters']:7d} "
+              f"{s['err']:9.1e} {value_diff:9.1e} {diff:9.1e}")
+    print("(V*, P*: ours solved to tol / 1000. POT's plain kernel underflows at small eps/range.)")
+    if ladder:
+        print("\nEqual accuracy: ours run to the marginal error each GeomLoss max_iter reached;"
+              " ratio = GeomLoss time / ours (> 1: ours faster), CPU time [wall]")
+        print(f"{'GeomLoss max_iter':>17s} {'err':>8s} {'cpu ms':>8s} | {'ours plain: it':>15s} {'cpu ms':>8s} "
+              f"{'ratio':>16s} | {'eps-scaled: it':>15s} {'cpu ms':>8s} {'ratio':>16s}")
+        for name in ladder:
+            g = stats[name]
+            row = f"{g['iters']:17d} {g['err']:8.1e} {g['cpu_ms']:8.1f}"
+            for scaling in (None, args.scaling):
+                o = stats[f"  otgan_lab to err {g['err']:.1e}, eps_scaling={scaling}"]
+                ratio = f"{g['cpu_ms'] / o['cpu_ms']:.1f}x [{g['wall_ms'] / o['wall_ms']:.1f}x]"
+                row += f" | {o['iters']:15d} {o['cpu_ms']:8.1f} {ratio:>16s}"
+            print(row)
+
+
+def measure(call) -> dict:
+    """One untimed call: plan, iterations, marginal error and how long it took (warms the solver up)."""
+    start = time.perf_counter()
+    plan, iters = call()
+    n, m = plan.shape
+    err = max(abs(plan.sum(1) - 1.0 / n).max(), abs(plan.sum(0) - 1.0 / m).max())
+    return {"plan": plan, "iters": int(iters), "err": float(err), "first_s": time.perf_counter() - start,
+            "wall": [], "cpu": []}
+
+
+def time_in_rounds(solvers: dict, stats: dict, repeat: int, budget: float) -> None:
+    """Median wall/CPU ms per solver; solvers take turns, each until ``repeat`` calls or ``budget`` s."""
+    active = [name for name in solvers if stats[name]["first_s"] <= budget]
+    for name in solvers:
+        if name not in active:  # one call already took the whole budget: report that one
+            stats[name]["wall"], stats[name]["cpu"] = [stats[name]["first_s"]], [stats[name]["first_s"]]
     while active:
         for name in list(active):
-            call = solvers[name][0]
-            for k in range(block[name]):
-                sync()
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                call()
-                sync()
-                if k > 0 or block[name] == 1:
-                    wall[name].append(time.perf_counter() - start_wall)
-                    cpu[name].append(time.process_time() - start_cpu)
-            if len(wall[name]) >= args.repeat or sum(wall[name]) >= args.budget:
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            solvers[name]()
+            stats[name]["wall"].append(time.perf_counter() - start_wall)
+            stats[name]["cpu"].append(time.process_time() - start_cpu)
+            if len(stats[name]["wall"]) >= repeat or sum(stats[name]["wall"]) >= budget:
                 active.remove(name)
-    med_wall = {name: statistics.median(v) for name, v in wall.items()}
-    med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
-
-    print(
-        f"n={args.n} iters={iters} eps={eps} device={device.type} threads={args.threads} "
-        f"repeat<={args.repeat} block={args.block} load avg 1/5/15 min before: "
-        + " ".join(f"{v:.2f}" for v in load_before)
-        + ", after: "
-        + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    )
-    print(
-        f"{'solver':42s} {'calls':>5s} {'wall ms':>9s} {'cpu ms':>9s} {'<P,C>':>12s} {'marg. err':>10s} "
-        f"{'max|P-P_POT|':>12s}"
-    )
-    for name in solvers:
-        value, marginal_err, diff = accuracy[name]
-        print(
-            f"{name:42s} {len(wall[name]):5d} {med_wall[name] * 1e3:9.2f} {med_cpu[name] * 1e3:9.2f} "
-            f"{value:12.8f} {marginal_err:10.2e} {diff:12.2e}"
-        )
-    print("(max|P-P_POT|: largest plan difference to POT's numpy float64 'sinkhorn_log' plan)")
-    print("speed ratio = POT median time / our median time (> 1: ours faster); CPU time [wall time]")
-    short = {name: name.removeprefix("otgan_lab ").split(",")[0] + ")" for name in ours}
-    print(f"  {'':40s} " + " ".join(f"{short[name]:>22s}" for name in ours))
-    for name in solvers:
-        if name.startswith("POT"):
-            ratios = [(med_cpu[name] / med_cpu[o], med_wall[name] / med_wall[o]) for o in ours]
-            cells = [f"{by_cpu:7.2f}x [{by_wall:6.2f}x]" for by_cpu, by_wall in ratios]
-            print(f"  {name:40s} " + " ".join(f"{cell:>22s}" for cell in cells))
+    for s in stats.values():
+        s["wall_ms"], s["cpu_ms"] = 1e3 * statistics.median(s["wall"]), 1e3 * statistics.median(s["cpu"])
 
 
 if __name__ == "__main__":

@@ -58,16 +58,8 @@ def exp2_shifted(
     return top.squeeze(dim), out.sum(dim)
 
 
-def solve_log(
-    cost: Tensor,
-    log2_a: Tensor,
-    log2_b: Tensor,
-    eps: float,
-    n_iters: int,
-    tol: float | None,
-    check_every: int,
-    u0: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, int]:
+def solve_log(cost: Tensor, log2_a: Tensor, log2_b: Tensor, eps: float, n_iters: int, tol: float | None,
+              check_every: int, u0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
     """Log-domain Sinkhorn from the row log2-scaling ``u0`` (None: 0). Returns (plan, u, v, iterations).
 
     u = (f/eps + log a) / ln 2 and v = (g/eps + log b) / ln 2 are the log2 scalings: log2 P = -C/(eps ln 2)

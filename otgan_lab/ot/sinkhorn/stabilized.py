@@ -17,18 +17,9 @@ from torch import Tensor
 from otgan_lab.ot.sinkhorn.kernel import STAB_LIMIT, STAB_VALID, StabilizedKernel, growth_bits
 
 
-def solve_stabilized(
-    cost: Tensor,
-    log2_a: Tensor,
-    log2_b: Tensor,
-    eps: float,
-    n_iters: int,
-    tol: float | None,
-    check_every: int,
-    absorb_every: int | None,
-    uniform: bool,
-    u0: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, int]:
+def solve_stabilized(cost: Tensor, log2_a: Tensor, log2_b: Tensor, eps: float, n_iters: int,
+                     tol: float | None, check_every: int, absorb_every: int | None, uniform: bool,
+                     u0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
     """Log-stabilised scaling Sinkhorn from the row log2-scaling ``u0`` (None: 0).
 
     Returns (plan, u, v, iterations) like :func:`~otgan_lab.ot.sinkhorn.logdomain.solve_log`.
