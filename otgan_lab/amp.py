@@ -87,6 +87,8 @@ class StepContext:
     grad_clip: float | None = None
     step: int = 0
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+    #: device bool: a loss scaler skipped an optimizer step during this generator iteration (None: none did)
+    skipped: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self._params = {
@@ -104,6 +106,17 @@ class StepContext:
     def autocast(self):
         return self.precision.autocast()
 
+    def begin_step(self, step: int) -> None:
+        """A new generator iteration: its index, and (fp16) no loss-scaler skip seen yet."""
+        self.step = step
+        self.skipped = None
+
+    def _note_skip(self, scale_before: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+        """A scaler that lowered its scale skipped its optimizer step (an inf/NaN gradient, by design under
+        fp16); kept as a device flag, no host sync."""
+        skipped = scaler._scale < scale_before
+        self.skipped = skipped if self.skipped is None else self.skipped | skipped
+
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         """Zero the named optimizer's gradients, backpropagate `loss` into its parameters only, step."""
         opt, params = self.optimizers[name], self._params[name]
@@ -119,8 +132,10 @@ class StepContext:
                     scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             if scaler:
+                scale_before = scaler._scale.clone()
                 scaler.step(opt)
                 scaler.update()
+                self._note_skip(scale_before, scaler)
             else:
                 opt.step()
         # autocast caches the low-precision copy of each weight until the outermost autocast region exits,

@@ -21,12 +21,13 @@ from . import __version__, checkpoint
 from .amp import Precision, StepContext
 from .data.base import DeviceDataset
 from .ema import EMA
-from .loggers import Logger
+from .loggers import Logger, training_rates
 from .methods.base import Method
 from .progress import ProgressReporter
 from .schedule import StepSchedule
 
 Evaluate = Callable[[Method, int], dict[str, float]]
+MAX_SKIPPED = 50  # fp16: consecutive loss-scaler skips (scale / 2**50) before a run counts as diverged
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Trainer:
         self.step = 0
         self.stop_requested = False  # set from a signal handler: stop cleanly after the current step
         self._finite = torch.ones((), dtype=torch.bool, device=method.device)
+        self._skip_streak = torch.zeros((), dtype=torch.long, device=method.device)
 
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -162,6 +164,17 @@ class Trainer:
         except Exception as exc:
             return {}, f"{exc.__class__.__name__}: {exc}"
 
+    def _step_finite(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Device flag: this step's scalars are finite. Under fp16 a step whose loss scaler skipped its update
+        (an overflowing scaled gradient) may report a NaN penalty by design: it is not a divergence unless the
+        scaler keeps skipping (MAX_SKIPPED steps in a row: the loss itself is non-finite)."""
+        finite = torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
+        if self.ctx.skipped is None:
+            self._skip_streak.zero_()
+            return finite
+        self._skip_streak.add_(1).mul_(self.ctx.skipped)
+        return finite | (self.ctx.skipped & (self._skip_streak <= MAX_SKIPPED))
+
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainOutcome:
         status, scalars, metrics, eval_errors = "completed", {}, {}, {}
@@ -170,7 +183,7 @@ class Trainer:
         with ProgressReporter(self.steps, start=self.step, enabled=self.progress) as bar:
             try:
                 while self.step < self.steps:
-                    self.ctx.step = self.step
+                    self.ctx.begin_step(self.step)
                     if self.schedule is not None:
                         self.schedule.apply(self.step)
                     with self.ctx.autocast():
@@ -178,19 +191,21 @@ class Trainer:
                     self.step += 1
                     if self.ema is not None:
                         self.ema.update(self.method.ema_module, self.step)
-                    self._finite &= torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
+                    self._finite &= self._step_finite(out)
                     if self.step % self.log_every == 0 or self.step == self.steps:
                         values = torch.stack([v.detach().float() for v in out.values()]).tolist()  # the sync
                         scalars = dict(zip(out, values))
-                        self.logger.log_scalars(self.step, scalars)
                         bar.update(self.step, scalars)
+                        rates = training_rates(self.optimizers, bar.steps_per_sec)  # lr/*, speed/*
+                        self.logger.log_scalars(self.step, {**scalars, **rates})
                         if not bool(self._finite):
                             status = "diverged"
                             bar.message(f"non-finite loss by step {self.step}: stopping; last good checkpoint kept")
                             break
                     # the last step's evaluation comes after the final checkpoint, below
                     if self.step < self.steps and self.eval_every and self.step % self.eval_every == 0:
-                        metrics, error = self.try_evaluation()
+                        with bar.phase("evaluating", self.step):
+                            metrics, error = self.try_evaluation()
                         if error is not None:
                             if error not in eval_errors.values():
                                 bar.message(f"evaluation at step {self.step} failed ({error}); training goes on")
@@ -212,7 +227,8 @@ class Trainer:
             # is written before the final evaluation so that an evaluation error never loses the weights
             solved = self.method.fit_end(self.data, self.ctx)
             ckpt = self.save_checkpoint()
-            final, eval_error = self.try_evaluation()
+            with bar.phase("final evaluation", self.step, show=self.evaluate is not None):
+                final, eval_error = self.try_evaluation()
             metrics = {**solved, **final}
         return TrainOutcome(status, self.step, wall, rate, scalars, metrics, str(ckpt) if ckpt else None,
                             eval_error, eval_errors)

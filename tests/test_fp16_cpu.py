@@ -235,9 +235,6 @@ def test_the_trainer_skips_an_overflowing_step_and_goes_on(tmp_path):
     assert trainer.ctx.scalers["generator"].get_scale() == 2.0**10
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py/methods: the penalty computed from an overflowing scaled "
-                   "input gradient is NaN by the AMP recipe (the scaler then skips the step), the method "
-                   "reports it, and the trainer's finiteness flag calls the run diverged at step 1")
 def test_a_skipped_step_with_a_penalty_is_not_a_divergence(tmp_path):
     """gan with R1 at a first loss scale whose input gradient overflows in fp16 (the CUDA default 2**16 does
     so for these nets too): the scaler skips that critic step by design, so the run must go on."""
@@ -245,6 +242,24 @@ def test_a_skipped_step_with_a_penalty_is_not_a_divergence(tmp_path):
     trainer = build_trainer(cfg, tmp_path, fp16(2.0**24), steps=3)
     outcome = trainer.fit()
     assert outcome.status == "completed", (outcome.status, outcome.last_scalars)
+    assert trainer.ctx.scalers["critic"].get_scale() < 2.0**24  # the critic's scaler did skip and back off
+
+
+def test_a_loss_that_stays_non_finite_under_fp16_is_still_a_divergence(tmp_path, monkeypatch):
+    """Every step skipped by the scaler (the loss itself is NaN): after MAX_SKIPPED in a row, diverged."""
+    from otgan_lab.trainer import MAX_SKIPPED
+
+    cfg = compose_cfg("method=gan", *CFG)
+    trainer = build_trainer(cfg, tmp_path, fp16(2.0**10), steps=MAX_SKIPPED + 10)
+
+    def poisoned(self, real, ctx):
+        loss = next(self.nets["critic"].parameters()).sum() * float("nan")
+        ctx.optimize("critic", loss)
+        return {"critic_loss": loss.detach()}
+
+    monkeypatch.setattr(type(trainer.method), "train_step", poisoned)
+    outcome = trainer.fit()
+    assert outcome.status == "diverged" and outcome.step == MAX_SKIPPED + 1
 
 
 # -- scaler state through checkpoint / resume -------------------------------------------------------------
