@@ -436,6 +436,10 @@ def test_eps_scaling_batched_and_on_the_accelerator_code_path(device_loop_on_cpu
     res = sinkhorn(torch.tensor(costs, dtype=torch.float32), eps=0.01, n_iters=20_000, tol=1e-6,
                    eps_scaling=0.5)
     assert res.plan.dtype == torch.float32 and (res.err < 1e-6).all()
+    # The potentials stay on the cost's scale, not the first stage's eps_0 log n (~7 here): float32 holds
+    # f / eps in bits, and that offset cost 256 x 256 plans at eps = 0.002 8x their accuracy.
+    cost_range = costs.max() - costs.min()
+    assert res.f.abs().max() < cost_range and res.g.abs().max() < 2 * cost_range
     for k in range(3):
         plan = sinkhorn(torch.tensor(costs[k]), eps=0.01, n_iters=20_000, tol=1e-9).plan
         np.testing.assert_allclose(res.plan[k].double().numpy(), plan.numpy(), rtol=0, atol=1e-5)

@@ -51,9 +51,10 @@ def minibatch_energy_distance(
 ) -> Tensor:
     """OT-GAN loss L for embeddings X, X' (real) and Y, Y' (generated), each (..., K, d) -> (...,).
 
-    The critic ascends L, the generator descends it. ``eps``/``n_iters`` (and ``tol``, ``check_every``)
-    go to :func:`~otgan_lab.ot.sinkhorn.sinkhorn`; the six transport problems are solved as one batched
-    call when the batch sizes agree (the usual case), otherwise one call per distinct cost shape.
+    The critic ascends L, the generator descends it. ``eps``/``n_iters`` (and ``tol``, ``check_every``,
+    ``eps_scaling``) go to :func:`~otgan_lab.ot.sinkhorn.sinkhorn`; the six transport problems are solved
+    as one batched call when the batch sizes agree (the usual case), otherwise one call per distinct cost
+    shape.
     """
     embeddings = (emb_x, emb_x2, emb_y, emb_y2)
     costs = [cosine_cost(embeddings[i], embeddings[j]) for i, j, _ in _ENERGY_TERMS]

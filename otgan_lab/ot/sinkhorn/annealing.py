@@ -38,14 +38,19 @@ def solve_annealed(solve: Solve, log2_a: Tensor, schedule: list[float], n_iters:
     Intermediate stages stop at ``tol`` (checked every ``stage_check_every`` iterations) or after
     STAGE_ITERS, and take at most half of the budget ``n_iters`` between them, so that the last stage, at
     schedule[-1], keeps at least half to reach ``tol``. A stage starts from the previous stage's row
-    potential f = eps ln2 (u - log2 a), in cost units; the column potential needs no hand-over, as every
-    stage begins with a column update.
+    potential f = eps ln2 (u - log2 a), in cost units (up to a constant); the column potential needs no
+    hand-over, as every stage begins with a column update.
     """
     u, u_eps, done = None, 0.0, 0
     per_stage = min(STAGE_ITERS, max(1, n_iters // (2 * max(1, len(schedule) - 1))))
 
-    def warm_start(eps: float) -> Tensor | None:  # u at u_eps -> the same f at eps
-        return None if u is None else log2_a + (u - log2_a) * (u_eps / eps)
+    def warm_start(eps: float) -> Tensor | None:  # u at u_eps -> the same f at eps, re-centred
+        if u is None:
+            return None
+        # f + c, g - c is the same solution: zero-mean f keeps the potentials O(cost range) rather than
+        # O(eps_0 log n) from the first stage, which cost float32 plans 8x their accuracy at small eps.
+        f_bits = u - log2_a
+        return log2_a + (f_bits - f_bits.mean(-1, keepdim=True)) * (u_eps / eps)
 
     for eps in schedule[:-1]:
         budget = min(per_stage, n_iters - 1 - done)
