@@ -254,27 +254,38 @@ def check_samplers(method, samplers) -> None:
 def metric_problems(suites: dict[str, dict], data: DeviceDataset, n_samples: int) -> list[str]:
     """Problems a metric suite would hit at the end of training, found now."""
     from otgan_lab.evaluation import SUITES
-    from otgan_lab.metrics.features import available_backbones, inception_weights_path
-    from otgan_lab.metrics.images import resolve_backbone
+    from otgan_lab.metrics.features import backbone_problem
+    from otgan_lab.metrics.images import resolve_backbone, resolve_logits_backbone
 
     problems = [f"metrics.{name}: unknown metric suite; available: {', '.join(sorted(SUITES))}"
                 for name in suites if name not in SUITES]
     fid = suites.get("fid")
     if fid is not None:
         backbone = resolve_backbone(fid.get("backbone", "auto"), data.name)
-        if backbone not in available_backbones():
-            problems.append(f"metrics.fid.backbone={backbone}: unknown; available: {available_backbones()}")
-        elif backbone == "inception":
-            try:
-                inception_weights_path(fid.get("weights_path"))
-            except FileNotFoundError as exc:
-                problems.append(f"metrics.fid.backbone=inception: {exc}")
+        problem = backbone_problem(backbone, fid.get("weights_path"))
+        if problem:
+            problems.append(f"metrics.fid.backbone={backbone}: {problem}")
         if n_samples < 2:
             problems.append(f"eval.n_samples={n_samples}: FID needs at least 2 samples")
         k = fid.get("prdc_k") or 0
         if k and min(n_samples, fid.get("prdc_samples") or n_samples) <= k:
             problems.append(f"metrics.fid.prdc_k={k} needs more than {k} samples; raise eval.n_samples / "
                             "metrics.fid.prdc_samples or set metrics.fid.prdc_k=0")
+    classifier = suites.get("classifier")
+    splits = (classifier or {}).get("n_splits", 10)
+    if classifier is not None and n_samples < splits:
+        problems.append(f"metrics.classifier: the classifier IS averages {splits} splits; "
+                        f"eval.n_samples={n_samples} is fewer (raise it or set metrics.classifier.n_splits)")
+    score = suites.get("inception_score")
+    if score is not None:
+        backbone = resolve_logits_backbone(score.get("backbone", "auto"), data.name)
+        problem = backbone_problem(backbone, score.get("weights_path"))
+        if problem:
+            problems.append(f"metrics.inception_score.backbone={backbone}: {problem}")
+        splits = score.get("n_splits", 10)
+        if not isinstance(splits, int) or isinstance(splits, bool) or not 1 <= splits <= n_samples:
+            problems.append(f"metrics.inception_score.n_splits={splits!r} must be an integer in "
+                            f"1..eval.n_samples ({n_samples})")
     return problems
 
 

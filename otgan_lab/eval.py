@@ -1,14 +1,17 @@
 """`otlab eval`: evaluate a finished run from its checkpoint (with its saved config, not today's YAML), with
-any sampler and metrics; or measure the real-data floor of a dataset (test split vs train split).
+any sampler and metrics; measure the real-data floor of a dataset (test split vs train split); or score
+anyone's samples (a folder of images, an .npz, a .pt) against a dataset or a folder.
 
 A Hydra app (conf/eval.yaml): `otlab eval run=<dir> sampler=drs metrics=images eval.use_ema=true`. Results
 are written into the run's result.json: one record per (sampler, protocol, EMA) in `evaluations`, and the
-latest record per sampler in `samplers`, which `otlab table` reads.
+latest record per sampler in `samplers`, which `otlab table` reads. `otlab eval samples=PATH real=cifar10`
+writes a record of its own (method "external") to `<PATH>.otlab.json` or `out=`; `otlab table` reads it.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from otgan_lab import build, records, runconfig
-from otgan_lab.data.images import image_dataset
+from otgan_lab import __version__, build, records, runconfig
+from otgan_lab.data.samples import MixedSizesError, match_reference, read_samples
+from otgan_lab.data.splits import load_split
 from otgan_lab.errors import ConfigError, OtlabError
 from otgan_lab.paths import conf_dir
 from otgan_lab.rundir import RunDir
 
-APP_KEYS = ("run", "real")  # the app's own keys; everything else the user sets applies to the run's config
+# the app's own keys; everything else the user sets applies to the run's config
+APP_KEYS = ("run", "real", "samples", "out", "resize")
 
 
 def _print(title: str, metrics: dict[str, float]) -> None:
@@ -67,12 +72,29 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     return entry
 
 
-def floor_config(app_cfg: DictConfig, dataset: str, argv: list[str]) -> DictConfig:
-    """A config that measures `dataset`'s floor: its option, the chosen metrics, the run-level defaults."""
+def reference_dataset(real: str, shape: tuple[int, ...] | None = None) -> tuple[str, DictConfig]:
+    """(dataset option, its config) for `real=`: a dataset option's name, or a folder of images (the
+    image_folder option, sized like the samples `shape` unless dataset.size / dataset.channels say)."""
+    options = sorted(p.stem for p in (conf_dir() / "dataset").glob("*.yaml"))
+    if real in options:
+        return real, build.load_option("dataset", real)
+    if Path(real).expanduser().is_dir():
+        node = build.load_option("dataset", "image_folder")
+        node.path = str(Path(real).expanduser().resolve())
+        if shape is not None:
+            node.channels, node.size = int(shape[0]), int(shape[-1])
+        return "image_folder", node
+    raise ConfigError(f"real={real}: neither a dataset ({', '.join(options)}) nor a folder of images")
+
+
+def floor_config(app_cfg: DictConfig, real: str, argv: list[str],
+                 shape: tuple[int, ...] | None = None) -> DictConfig:
+    """A config that scores against `real` (a dataset or a folder): its dataset option, the metrics the app
+    composed (the user's choice, else the dataset's own: runconfig.app_argv), the run-level defaults."""
     base = OmegaConf.load(conf_dir() / "config.yaml")
     for key in ("defaults", "hydra"):
         base.pop(key, None)
-    base.dataset = build.load_option("dataset", dataset)
+    _, base.dataset = reference_dataset(real, shape)
     base.metrics = app_cfg.metrics
     base.batch_size = 1
     return runconfig.run_config(OmegaConf.to_container(base, resolve=False), app_cfg, argv, APP_KEYS)
@@ -82,13 +104,57 @@ def evaluate_real(dataset: str, cfg: DictConfig) -> dict[str, float]:
     """The floor: metrics of the test split against the reference (training) split."""
     device = build.resolve_device(cfg.device)
     data = build.build_dataset(cfg, 0, device)
-    test = image_dataset(dataset, root=data.meta["root"], split="test", classes=data.meta.get("classes"),
-                         download=False, device=device)
+    test = load_split(data, "test")
     n = min(int(cfg.eval.n_samples), len(test))
+    build.check_metrics(cfg, data)
     evaluator = build.build_evaluator(cfg, data, None, Path("."), None)
     metrics = evaluator.suite_metrics(test.all(0, n))
     _print(f"real-data floor: {dataset} test ({n}) vs train", metrics)
     return metrics
+
+
+class _ExternalSamples:
+    """Stands in for a sampler in the protocol: the samples came from outside otlab."""
+
+    name = "external"
+    stat_specs: dict = {}
+
+
+def default_record_path(samples: Path) -> Path:
+    return samples.with_name(samples.name + ".otlab.json")
+
+
+def evaluate_samples(samples: Path, images: torch.Tensor, samples_format: str, real: str, cfg: DictConfig,
+                     out: str | None, resize: bool) -> dict[str, Any]:
+    """Score `images` (read from `samples`) against `real` with the configured metric suites, protocol and
+    reference cache of otlab's own runs; write a record that `otlab table` reads."""
+    start = time.perf_counter()
+    device = build.resolve_device(cfg.device)
+    data = build.build_dataset(cfg, 0, device)
+    fake, change = match_reference(images, tuple(data.shape), resize, samples)
+    cfg.eval.n_samples = len(fake)  # every sample is scored
+    build.check_metrics(cfg, data)
+    evaluator = build.build_evaluator(cfg, data, _ExternalSamples(), Path("."), None)
+    metrics = evaluator.suite_metrics(fake.to(device))
+    protocol = evaluator.protocol
+    if change:
+        protocol["samples_transform"] = change
+    path = Path(out).expanduser() if out else default_record_path(samples)
+    config = {"samples": str(samples.resolve()), "real": real, "resize": bool(resize),
+              "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+              "metrics": OmegaConf.to_container(cfg.metrics, resolve=True)}
+    record = {"status": "completed", "method": "external", "sampler": "external", "model": "external",
+              "dataset": data.name, "seed": None, "samples": config["samples"],
+              "samples_format": samples_format,
+              "n_samples": len(fake), "metrics": metrics, "metric_specs": evaluator.metric_specs,
+              "protocol": protocol, "primary_metric": cfg.metrics.get("primary"), "config": config,
+              "wall_time": time.perf_counter() - start, "otgan_lab_version": __version__,
+              "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    records.write_json_atomic(path, record)
+    note = f", {change}" if change else ""
+    _print(f"{len(fake)} samples from {samples} ({samples_format}{note}) vs {real}", metrics)
+    print(f"record: {path}")
+    return record
 
 
 _ARGV: list[str] = []  # the user's own arguments (without the run's group choices added for Hydra)
@@ -97,6 +163,26 @@ _ARGV: list[str] = []  # the user's own arguments (without the run's group choic
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
 def hydra_main(app_cfg: DictConfig) -> None:
     try:
+        if app_cfg.samples is not None:
+            if app_cfg.real is None or app_cfg.run is not None:
+                raise ConfigError("samples=<path> is scored against real=<dataset or folder>, not a run "
+                                  "(otlab eval --help)")
+            if not isinstance(app_cfg.resize, bool):
+                raise ConfigError(f"resize must be true or false, got {app_cfg.resize!r}")
+            samples = Path(str(app_cfg.samples)).expanduser()
+            try:
+                images, samples_format = read_samples(samples)
+            except MixedSizesError:  # resize=true: each file to the reference's size
+                if not app_cfg.resize:
+                    raise
+                images = None
+            shape = None if images is None else tuple(images.shape[1:])
+            cfg = floor_config(app_cfg, str(app_cfg.real), _ARGV, shape)
+            if images is None:
+                images, samples_format = read_samples(samples, size=tuple(cfg.dataset.shape)[1:])
+            evaluate_samples(samples, images, samples_format, str(app_cfg.real), cfg, app_cfg.out,
+                             app_cfg.resize)
+            return
         if (app_cfg.run is None) == (app_cfg.real is None):
             raise ConfigError("give exactly one of run=<run dir> or real=<dataset> (otlab eval --help)")
         if app_cfg.run is not None:

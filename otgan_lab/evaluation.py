@@ -18,7 +18,14 @@ import torch
 
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.loggers import Logger
-from otgan_lab.metrics.images import class_metrics, image_metrics, image_protocol, stacked_modes
+from otgan_lab.metrics.images import (
+    class_metrics,
+    image_metrics,
+    image_protocol,
+    inception_score,
+    inception_score_protocol,
+    stacked_modes,
+)
 from otgan_lab.metrics.points2d import points2d_metrics
 from otgan_lab.metrics.spec import MetricSpec, declares, prefixed, specs_of, specs_record
 from otgan_lab.viz import image_grid, save_png, scatter_plot
@@ -35,8 +42,9 @@ def _points2d(fake: torch.Tensor, data: DeviceDataset, **params) -> dict[str, fl
 
 
 SUITES: dict[str, Suite] = {"points2d": _points2d, "fid": image_metrics, "classifier": class_metrics,
-                            "stacked_modes": stacked_modes}
-PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"fid": image_protocol}
+                            "stacked_modes": stacked_modes, "inception_score": inception_score}
+PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"fid": image_protocol,
+                                                       "inception_score": inception_score_protocol}
 
 
 def register_suite(name: str, fn: Suite, protocol: Callable[..., dict[str, Any]] | None = None,

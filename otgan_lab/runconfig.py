@@ -50,14 +50,36 @@ def run_choices(run_dir: Path) -> dict[str, str]:
     return choices
 
 
+def dataset_default(option: str, group: str) -> str | None:
+    """The option of `group` (model, metrics) that dataset `option` picks in its defaults list."""
+    path = conf_dir() / "dataset" / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        for key, value in (entry.items() if isinstance(entry, DictConfig) else ()):
+            if key.replace("override", "").strip().lstrip("/").split("@")[0] == group:
+                return str(value)
+    return None
+
+
+def real_choices(real: str) -> dict[str, str]:
+    """For `otlab eval real=<dataset or folder>`: the metrics option that dataset picks (a folder: the
+    image_folder dataset's)."""
+    option = real if (conf_dir() / "dataset" / f"{real}.yaml").is_file() else (
+        "image_folder" if Path(real).expanduser().is_dir() else None)
+    choice = dataset_default(option, "metrics") if option else None
+    return {"metrics": choice} if choice else {}
+
+
 def app_argv(argv: list[str], groups: tuple[str, ...] = GROUPS) -> list[str]:
     """argv for the app's Hydra: the user's, plus the run's own choices of the app's `groups` where the user
-    chose none."""
+    chose none (with real=<dataset or folder> and no run: the dataset's own metrics option)."""
     run = next((a.split("=", 1)[1] for a in argv if a.startswith("run=")), None)
-    if run is None or any(a in ("-h", "--help", "--hydra-help") for a in argv):
+    real = next((a.split("=", 1)[1] for a in argv if a.startswith("real=")), None)
+    if (run is None and real is None) or any(a in ("-h", "--help", "--hydra-help") for a in argv):
         return list(argv)
     chosen = {a.split("=", 1)[0] for a in argv if "=" in a}
-    defaults = run_choices(Path(run))
+    defaults = run_choices(Path(run)) if run is not None else real_choices(real)
     return [*argv, *(f"{g}={c}" for g, c in defaults.items() if g in groups and g not in chosen)]
 
 

@@ -33,7 +33,7 @@ class DeviceDataset:
     def __post_init__(self) -> None:
         if self.kind not in ("image", "points"):
             raise ValueError(f"dataset kind must be 'image' or 'points', got {self.kind!r}")
-        self._generator = torch.Generator(device=self.data.device)
+        self._generator = torch.Generator(device=self.index_device)
         self._generator.manual_seed(self.seed)
         self._perm: torch.Tensor | None = None
         self._pos = 0
@@ -51,6 +51,11 @@ class DeviceDataset:
     def device(self) -> torch.device:
         return self.data.device
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices are drawn: the data's device (streamed datasets: the host, data.stream)."""
+        return self.data.device
+
     # -- batching ------------------------------------------------------------------------------------
     def to_data_space(self, raw: torch.Tensor) -> torch.Tensor:
         """uint8 images -> float32 in [-1, 1]; points pass through."""
@@ -64,7 +69,7 @@ class DeviceDataset:
         if n > len(self):
             raise ValueError(f"batch of {n} is larger than dataset {self.name!r} ({len(self)} samples)")
         if self._perm is None or self._pos + n > len(self):
-            self._perm = torch.randperm(len(self), device=self.device, generator=self._generator)
+            self._perm = torch.randperm(len(self), device=self.index_device, generator=self._generator)
             self._pos = 0
         idx = self._perm[self._pos : self._pos + n]
         self._pos += n
@@ -89,5 +94,5 @@ class DeviceDataset:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._generator.set_state(state["generator"])
         perm = state["perm"]
-        self._perm = perm.to(self.device) if perm.numel() else None
+        self._perm = perm.to(self.index_device) if perm.numel() else None
         self._pos = int(state["pos"])

@@ -17,6 +17,7 @@ import torch
 
 from otgan_lab import __version__
 from otgan_lab.metrics.classifier import (
+    classifier_inception_score,
     classifier_metrics,
     predict_logits,
     stacked_mnist_metrics,
@@ -36,6 +37,7 @@ from otgan_lab.metrics.spec import MetricSpec, declares, specs_of
 from otgan_lab.paths import cache_root
 
 DOMAIN_BACKBONES = {"mnist": "lenet_mnist", "fashion_mnist": "lenet_fashion"}
+REFERENCE_CHUNK = 5000  # reference images moved to the feature net at a time
 _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
 _REFERENCE: dict[str, tuple[np.ndarray, np.ndarray, torch.Tensor]] = {}
 
@@ -54,20 +56,17 @@ def extractor(name: str, device: torch.device, **kw) -> FeatureExtractor:
 
 
 def reference_images(data: Any, split: str):
-    """The dataset's images of `split` (uint8 on the data's device), class filter kept."""
-    if split == data.meta.get("split", "train"):
-        return data.data
-    from otgan_lab.data.images import image_dataset
+    """The dataset's images of `split` (uint8 on the data's device, or host-streamed), class filter kept."""
+    from otgan_lab.data.splits import load_split
 
-    classes = data.meta.get("classes")
-    other = image_dataset(data.name, root=data.meta.get("root"), split=split, classes=classes, download=False,
-                          device=data.device)
-    return other.data
+    return load_split(data, split).data
 
 
 def reference_key(data: Any, split: str, n: int, fx: FeatureExtractor) -> str:
     classes = data.meta.get("classes")
-    return f"{data.name}|{split}|classes={classes}|n={n}|{fx.cache_key}|otgan_lab={__version__}"
+    # which images, beyond the dataset's name: a folder, a generated stand-in... (absent for the named files)
+    source = f"|reference={data.meta['reference']}" if data.meta.get("reference") else ""
+    return f"{data.name}|{split}|classes={classes}|n={n}{source}|{fx.cache_key}|otgan_lab={__version__}"
 
 
 def reference_statistics(data: Any, fx: FeatureExtractor, split: str = "train", n: int | None = None,
@@ -86,7 +85,9 @@ def reference_statistics(data: Any, fx: FeatureExtractor, split: str = "train", 
         mu, sigma = cached
         features = torch.from_numpy(np.load(feats_path))
     else:
-        all_features = fx(images[:n])  # uint8 accepted by the backbones; streamed in batches
+        # uint8 accepted by the backbones; read in chunks (a host-streamed dataset is never loaded whole)
+        step = REFERENCE_CHUNK
+        all_features = fx(images[start:min(n, start + step)] for start in range(0, n, step))
         mu, sigma = gaussian_stats(all_features.cpu().numpy())
         features = all_features[:n_features].cpu()
         save_gaussian_stats(path, mu, sigma, key, n)
@@ -132,8 +133,40 @@ def image_protocol(data: Any, *, backbone: str = "auto", reference_split: str = 
                    n_reference: int | None = None, **_) -> dict[str, Any]:
     name = resolve_backbone(backbone, data.name)
     n = n_reference or "all"
-    return {"backbone": name, "reference_split": reference_split, "n_reference": n,
-            "classes": data.meta.get("classes")}
+    protocol = {"backbone": name, "reference_split": reference_split, "n_reference": n,
+                "classes": data.meta.get("classes")}
+    if data.meta.get("reference"):  # a folder or generated stand-in: not the dataset's named files
+        protocol["reference"] = data.meta["reference"]
+    return protocol
+
+
+def resolve_logits_backbone(name: str, dataset: str) -> str:
+    """The Inception Score's classifier: `auto` -> the dataset's feature backbone; a family name (inception,
+    lenet_mnist, random_conv) -> its `_logits` network."""
+    base = resolve_backbone(name, dataset)
+    return base if base.endswith("_logits") else f"{base}_logits"
+
+
+@declares({
+    "is": MetricSpec("Inception Score", "max"),
+    "is_std": MetricSpec("Inception Score std over splits", None),
+})
+def inception_score(fake: torch.Tensor, data: Any, *, backbone: str = "auto", n_splits: int = 10,
+                    batch_size: int = 100, weights_path: str | None = None) -> dict[str, float]:
+    """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) on `n_splits` consecutive splits of
+    `fake`, mean and std over splits. p(y|x) = softmax of the backbone's logits: for RGB data the TF
+    Inception's 1008 logits from pytorch-fid's weights file, without the bias, as the original code."""
+    name = resolve_logits_backbone(backbone, data.name)
+    kw: dict[str, Any] = {"batch_size": batch_size}
+    if weights_path and name == "inception_logits":
+        kw["weights_path"] = weights_path
+    logits = extractor(name, fake.device, **kw)(fake.float())
+    mean, std = classifier_inception_score(logits.cpu(), n_splits)
+    return {"is": mean, "is_std": std}
+
+
+def inception_score_protocol(data: Any, *, backbone: str = "auto", n_splits: int = 10, **_) -> dict[str, Any]:
+    return {"backbone": resolve_logits_backbone(backbone, data.name), "n_splits": n_splits}
 
 
 # the suite keeps the numbers only (no histogram list)

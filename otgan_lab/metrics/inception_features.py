@@ -149,6 +149,37 @@ INCEPTION_PREPROCESSING = (
 )
 
 
+def _load_inception(weights_path: str | os.PathLike | None, allow_random_weights: bool,
+                    seed: int) -> tuple[nn.Module, str, Tensor]:
+    """(pytorch-fid's InceptionV3 to pool3, weights hash, the 1008-way classifier's fc.weight (1008, 2048)).
+
+    The FID weights file is the TF Inception of 2015-12-05 that the original Inception Score code used; its
+    `fc` layer (1008 classes) is in the file even though pytorch-fid's FID network stops at pool3."""
+    try:
+        path = inception_weights_path(weights_path)
+    except InceptionWeightsMissing:
+        if not allow_random_weights:
+            raise
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = _build_pytorch_fid_inception(None)
+            # Default conv init shrinks activations ~6x per layer (pool3 ends up ~1e-7); He init keeps them
+            # O(1), so a random-weight FID is a usable end-to-end smoke signal rather than ~0.
+            for module in network.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            fc_weight = torch.randn(1008, 2048) / 2048**0.5
+        return network, f"random{seed}", fc_weight
+    digest = file_sha256(path)
+    if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
+        raise ValueError(
+            f"{path} has sha256 {digest[:16]}..., expected prefix {FID_WEIGHTS_SHA256_PREFIX}: "
+            f"not pytorch-fid's '{FID_WEIGHTS_FILE}'"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _build_pytorch_fid_inception(state), digest[:HASH_PREFIX_LEN], state["fc.weight"]
+
+
 def inception_backbone(
     weights_path: str | os.PathLike | None = None,
     allow_random_weights: bool = False,
@@ -163,30 +194,7 @@ def inception_backbone(
     ``weights_hash`` is ``'random<seed>'`` so its features can never be mistaken for FID features in a
     cache or a record.
     """
-    try:
-        path = inception_weights_path(weights_path)
-    except InceptionWeightsMissing:
-        if not allow_random_weights:
-            raise
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            network = _build_pytorch_fid_inception(None)
-            # Default conv init shrinks activations ~6x per layer (pool3 ends up ~1e-7); He init keeps them
-            # O(1), so a random-weight FID is a usable end-to-end smoke signal rather than ~0.
-            for module in network.modules():
-                if isinstance(module, nn.Conv2d):
-                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-        weights_hash = f"random{seed}"
-    else:
-        digest = file_sha256(path)
-        if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
-            raise ValueError(
-                f"{path} has sha256 {digest[:16]}..., expected prefix {FID_WEIGHTS_SHA256_PREFIX}: "
-                f"not pytorch-fid's '{FID_WEIGHTS_FILE}'"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network = _build_pytorch_fid_inception(state)
-        weights_hash = digest[:HASH_PREFIX_LEN]
+    network, weights_hash, _ = _load_inception(weights_path, allow_random_weights, seed)
     return FeatureExtractor(
         name="inception",
         network=_Pool3(network),
@@ -197,3 +205,48 @@ def inception_backbone(
         batch_size=batch_size,
         device=device,
     )
+
+
+class _Logits(nn.Module):
+    """pool3 (2048) -> the 1008 class logits without the bias, as the original IS code computes them
+    (Salimans et al. 2016, openai/improved-gan: ``softmax(pool3 @ W)``; torch-fidelity's
+    'logits_unbiased')."""
+
+    def __init__(self, inception: nn.Module, fc_weight: Tensor) -> None:
+        super().__init__()
+        self.pool3 = _Pool3(inception)
+        self.register_buffer("fc_weight", fc_weight.float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool3(x) @ self.fc_weight.T
+
+
+def inception_logits_backbone(
+    weights_path: str | os.PathLike | None = None,
+    allow_random_weights: bool = False,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+) -> FeatureExtractor:
+    """The Inception Score's classifier: the same network and weights file as FID, 1008 logits."""
+    network, weights_hash, fc_weight = _load_inception(weights_path, allow_random_weights, seed)
+    return FeatureExtractor(
+        name="inception_logits",
+        network=_Logits(network, fc_weight),
+        dim=1008,
+        weights_hash=weights_hash,
+        preprocessing=INCEPTION_PREPROCESSING + " -> @ fc.weight^T (1008 logits, no bias)",
+        prepare=prepare_for_inception,
+        batch_size=batch_size,
+        device=device,
+    )
+
+
+def _check_weights(weights_path: str | os.PathLike | None = None) -> Path:
+    """What `otlab` checks before training: the file is there (InceptionWeightsMissing otherwise)."""
+    return inception_weights_path(weights_path)
+
+
+# the backbone registry asks a factory for its files before any work (features.backbone_problem)
+inception_backbone.check_weights = _check_weights  # type: ignore[attr-defined]
+inception_logits_backbone.check_weights = _check_weights  # type: ignore[attr-defined]

@@ -78,3 +78,21 @@ def lenet_backbone(
         batch_size=batch_size,
         device=device,
     )
+
+
+def lenet_logits_backbone(
+    dataset: str, batch_size: int = 1000, device: str | torch.device = "cpu"
+) -> FeatureExtractor:
+    """The same LeNet's 10 class logits (the Inception Score suite on MNIST-like data: the classifier IS)."""
+    lenet, digest = pretrained_lenet(dataset)
+    short = "lenet_fashion" if dataset == "fashion_mnist" else f"lenet_{dataset}"
+    return FeatureExtractor(
+        name=f"{short}_logits",
+        network=lenet,
+        dim=10,
+        weights_hash=digest[:HASH_PREFIX_LEN],
+        preprocessing=LENET_PREPROCESSING,
+        prepare=prepare_for_lenet,
+        batch_size=batch_size,
+        device=device,
+    )
