@@ -28,7 +28,7 @@ from otgan_lab.metrics.images import (
 )
 from otgan_lab.metrics.points2d import points2d_metrics
 from otgan_lab.metrics.spec import MetricSpec, declares, prefixed, specs_of, specs_record
-from otgan_lab.viz import image_grid, save_png, scatter_plot
+from otgan_lab.viz import captioned, image_grid, run_title, save_png, scatter_plot
 
 Suite = Callable[..., dict[str, float]]
 
@@ -105,6 +105,7 @@ class Evaluator:
 
     def __call__(self, method, step: int) -> dict[str, float]:
         self.fit_sampler(method)  # the critic moves during training: calibrate on the weights evaluated now
+        self.method_name = getattr(method, "name", None)  # for the picture's title
         with torch.no_grad():
             fake = self.sampler.sample(method, self.n_samples)
         return self.measure(fake, step)
@@ -125,11 +126,17 @@ class Evaluator:
         return metrics
 
     def save_picture(self, fake: torch.Tensor, step: int) -> Path:
+        """samples/<step>.png, titled with method, dataset, step and sampler (the method's name is known
+        once the evaluator has been called with it)."""
+        title = run_title(getattr(self, "method_name", None), self.data.name, step,
+                          getattr(self.sampler, "name", None))
         if self.data.kind == "points":
             real = self.data.all(0, len(fake))
-            picture = scatter_plot(fake, real, self.data.meta.get("centres"), title=f"step {step}")
+            picture = scatter_plot(fake, real, self.data.meta.get("centres"), title=title,
+                                   std=self.data.meta.get("std"))
         else:
-            picture = image_grid(fake[: self.picture_samples])
+            shown = fake[: self.picture_samples]
+            picture = captioned(image_grid(shown), f"{title} ({len(shown)} of {len(fake)} samples)")
         tag = "" if self.primary else f"{self.sampler.name}_"
         path = save_png(picture, self.out_dir / "samples" / f"{tag}step_{step:08d}.png")
         if self.logger is not None:

@@ -73,6 +73,9 @@ def hydra_main(app_cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from otgan_lab.cli import add_user_import_paths
+
+    add_user_import_paths(sys.argv[1:])  # a run trained with `_target_: my_nets.Gen` from the user's folder
     _ARGV[:] = sys.argv[1:]
     sys.argv[1:] = runconfig.app_argv(_ARGV, groups=("sampler",))
     hydra_main()

@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from otgan_lab import __version__, build, checkpoint, records
 from otgan_lab.amp import resolve_precision
 from otgan_lab.errors import ConfigError, OtlabError, RunDirError
+from otgan_lab.loggers import protocol_config
 from otgan_lab.metrics.spec import specs_record
 from otgan_lab.paths import conf_dir
+from otgan_lab.progress import TRANSCRIPT, transcript_to_job_log
 from otgan_lab.rundir import RunDir
 
 
@@ -65,6 +67,7 @@ def _resume_checkpoint(cfg: DictConfig, ckpt_dir: Path, say) -> tuple[Path | Non
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+    TRANSCRIPT.info(text)
 
 
 def _sampler_label(cfg: DictConfig) -> str:
@@ -143,6 +146,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
         logger = build.build_logger(cfg, out_dir, group=group)
         evaluator = build.build_evaluator(cfg, data, sampler, out_dir, logger)
         record["protocol"] = evaluator.protocol
+        logger.describe(protocol_config(evaluator.protocol))  # W&B config: the FID backbone, sample counts
         record["metric_specs"] = {**specs_record(type(method).fit_end_specs), **evaluator.metric_specs}
         t = cfg.trainer
         trainer = Trainer(
@@ -156,6 +160,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
         if resume_state is not None:
             trainer.load_state_dict(resume_state, source=str(resume_from))
             record["resumed_from"] = str(resume_from)
+            _say(f"resumed from step {trainer.step} ({resume_from})")
             del resume_state
         with _graceful_stop(trainer):
             outcome = trainer.fit()
@@ -172,6 +177,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
         if outcome.status == "completed":
             for extra_sampler in extra_samplers:  # post-hoc samplers on the final weights, one record each
                 extra = build.build_evaluator(cfg, data, extra_sampler, out_dir, logger, primary=False)
+                _say(f"evaluating with sampler {extra_sampler.name}...")
                 metrics, error = trainer.try_evaluation(extra)
                 record["samplers"][extra_sampler.name] = _sampler_entry(metrics, extra, use_ema, error)
         errors = {name: e["error"] for name, e in record["samplers"].items() if "error" in e}
@@ -308,6 +314,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from rich.markup import escape
 
     _interrupt_on_sigterm()
+    transcript_to_job_log()  # the console's lines also go to Hydra's job log file (<run dir>/train.log)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     console = Console(stderr=True, soft_wrap=True)
@@ -327,6 +334,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             return None
         raise
     print(_summary(record), flush=True)
+    TRANSCRIPT.info(_summary(record))
     if record["status"] == "interrupted":
         sys.exit(130)
     value = record.get("metrics", {}).get(primary) if primary else None
@@ -335,7 +343,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     from otgan_lab.callbacks import OtlabCallbacks, describe_failures
+    from otgan_lab.cli import add_user_import_paths
 
+    add_user_import_paths(sys.argv[1:])  # `_target_: my_nets.Gen` from the user's folder or --config-dir
     hydra_main()
     outcomes = OtlabCallbacks.last
     if outcomes and any(o.failed for o in outcomes):

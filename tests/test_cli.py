@@ -44,12 +44,19 @@ def test_train_end_to_end_writes_a_complete_run_dir_and_resumes(tmp_path):
     assert list((run / "samples").glob("*.png")) and list((run / "checkpoints").glob("step_*.pt"))
     assert list((run / "wandb").glob("offline-run-*")), "no W&B offline run"
 
-    # rerunning in the same dir with a larger budget continues from the last checkpoint
-    otlab("train", *[a for a in TINY if not a.startswith("trainer.steps")], "trainer.steps=40",
-          f"hydra.run.dir={run}", "logger=none", cwd=tmp_path)
+    # rerunning in the same dir with a larger budget continues from the last checkpoint, and its W&B run
+    proc = otlab("train", *[a for a in TINY if not a.startswith("trainer.steps")], "trainer.steps=40",
+                 f"hydra.run.dir={run}", cwd=tmp_path)
     resumed = json.loads((run / "result.json").read_text())
     assert resumed["status"] == "completed" and resumed["steps"] == 40
     assert resumed["resumed_from"].endswith("step_00000030.pt")
+    assert f"resumed from step 30 ({resumed['resumed_from']})" in proc.stderr
+    offline = list((run / "wandb").glob("offline-run-*"))
+    run_id = (run / "wandb_run_id").read_text().strip()
+    assert len(offline) == 2 and {p.name.rsplit("-", 1)[1] for p in offline} == {run_id}  # one W&B run
+    assert all((p / "files" / "output.log").stat().st_size > 0 for p in offline)  # W&B kept the console
+    log = (run / "train.log").read_text()  # so does Hydra's job log
+    assert "[train] step 30/30" in log and "resumed from step 30" in log and "[train] step 40/40" in log
 
 
 def test_help_and_cfg_job(tmp_path):
@@ -160,3 +167,40 @@ def test_wandb_failure_warns_and_the_run_goes_on(tmp_path):
         logger = WandbLogger(tmp_path, {}, project="p", mode="not-a-mode", group=None, name="x")
     logger.log_scalars(1, {"a": 1.0})  # no-ops, no exceptions
     logger.finish("completed", {})
+
+
+def test_shell_completion_for_otlab_train(tmp_path, monkeypatch, capsys):
+    """`eval "$(otlab train -sc install=bash)"` registers completion for `otlab` (not for `train`); Tab runs
+    `otlab -sc query=bash`, which completes command names, then each command's groups and keys."""
+    import shutil
+
+    from otgan_lab import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    cli.main(["train", "-sc", "install=bash"])
+    script = capsys.readouterr().out
+    assert script.rstrip().endswith("-F hydra_bash_completion otlab")
+
+    def query(line: str) -> list[str]:
+        monkeypatch.setenv("COMP_LINE", line)
+        cli.main(["-sc", "query=bash"])
+        return capsys.readouterr().out.split()
+
+    assert query("otlab tr") == ["train"] and "export" in query("otlab ")
+    assert query("otlab train dataset=gr") == ["dataset=grid25"]
+    assert {"sampler=drs", "sampler=dot_latent"} <= set(query("otlab eval sampler=d"))
+    assert query("otlab table ") == []  # not a Hydra app: the shell falls back to file names
+
+    bash, otlab_script = shutil.which("bash"), Path(sys.executable).with_name("otlab")
+    if bash is None or not otlab_script.is_file():
+        pytest.skip("needs bash and the installed otlab script")
+    (tmp_path / "completion.sh").write_text(script)
+    line = "otlab train method=wgan_g"
+    shell = (f'source {tmp_path / "completion.sh"}; COMP_LINE="{line}"; COMP_WORDS=({line}); COMP_CWORD=2; '
+             'COMP_POINT=${#COMP_LINE}; hydra_bash_completion; echo "${COMPREPLY[@]}"')
+    env = {**os.environ, "PATH": f"{otlab_script.parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([bash, "-c", shell], cwd=tmp_path, env=env, text=True, capture_output=True,
+                          timeout=120)
+    assert done.stdout.split() == ["method=wgan_gp"], done.stderr
