@@ -93,8 +93,9 @@ def _comparison_fields(row: Row, compared: Comparisons | None, labels: dict[int,
                                                           for m, d in diffs.items()}
         out["diff_texts"] = {m: diff_text(d) for m, d in (diffs or {}).items()}
     if compared.pairs:
-        out["pairs"] = [{"vs": labels.get(id(b), ""), "metric": m, **d.as_dict()}
-                        for m, pairs in compared.pairs.items() for a, b, d in pairs if a is row and d]
+        out["pairs"] = [{"vs": labels.get(id(b), ""), "metric": m, "comparable": d is not None,
+                         **(d.as_dict() if d else {})}
+                        for m, pairs in compared.pairs.items() for a, b, d in pairs if a is row]
     info = compared.ranks.get(id(row))
     if info is not None:
         out["rank"] = {"rank": info.rank, "kept": info.kept, "per_seed": list(info.per_seed),

@@ -220,7 +220,7 @@ def pair_matrix(records: Records, metric: str) -> tuple[list[str], list[list[str
         row = [f"{i + 1}. {names[i]}"]
         for j, other in enumerate(names):
             p = cells.get(other)
-            row.append("—" if i == j else "n/c" if p is None else diff_text(p))
+            row.append("—" if i == j or p is None else diff_text(p) if p["comparable"] else "n/c")
         body.append(row)
     return headers, body
 
@@ -233,8 +233,8 @@ def render_pairs(records: Records, labels: str | Sequence[str], fmt_name: str,
         lines = [{"row": r["label"], **p} for r in records for p in r.get("pairs", [])]
         if fmt_name == "json":
             return json.dumps(json_value(lines), indent=2, ensure_ascii=False) + "\n"
-        return _csv(["row", "vs", "metric", "diff", "ci_low", "ci_high", "excludes_zero", "verdict", "method",
-                     "level", "reason"], lines)
+        return _csv(["row", "vs", "metric", "comparable", "diff", "ci_low", "ci_high", "excludes_zero",
+                     "verdict", "method", "level", "reason"], lines)
     out = []
     for key, name in zip(keys, names):
         headers, body = pair_matrix(records, key)
