@@ -1,8 +1,8 @@
 """Progress display: a rich bar in a terminal, plain periodic log lines otherwise (CI, files, pipes).
 
 Every line it shows (the plain progress lines, messages, evaluation phases) also goes to the logger
-``otgan_lab.console`` (see `TRANSCRIPT`), which `otlab train` points at the job's log file
-(``<run dir>/train.log``): the run dir keeps what the console showed, without the bar's redraws.
+``otgan_lab.console`` (`TRANSCRIPT`), whose records reach the log files of the logging setup, i.e. Hydra's
+job log ``<run dir>/train.log``: the run dir keeps what the console showed, without the bar's redraws.
 
 The bar shows every loss the method returns, abbreviated (`abbreviate`), the rate and an ETA computed from
 the rate measured since the start of this process's training (rich's own estimate needs two updates within
@@ -22,22 +22,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column
 
-#: the console's lines, for log files only (propagate=False: the console already shows them)
+
+class _ToRootLogFiles(logging.Handler):
+    """Hands each record to the file handlers the root logger has when it is emitted: Hydra's job logging
+    gives the root a FileHandler on `<run dir>/<job name>.log` for each job (a sweep's jobs each their own);
+    its console handler is left out, as the console already shows these lines. No file handler (e.g.
+    `hydra/job_logging=disabled`, or no Hydra): the record goes nowhere."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
+#: the console's lines, for the job's log file only
 TRANSCRIPT = logging.getLogger("otgan_lab.console")
 TRANSCRIPT.propagate = False
 TRANSCRIPT.setLevel(logging.INFO)
-
-
-
-def transcript_to_job_log() -> None:
-    """Send `TRANSCRIPT` to the log files of the current logging setup (Hydra's job logging gives the root
-    logger a FileHandler on `<run dir>/<job name>.log`); called at the start of each job, as each job of a
-    sweep logs to its own file. Without a file handler (`hydra/job_logging=disabled`) the lines go nowhere."""
-    for handler in list(TRANSCRIPT.handlers):
-        TRANSCRIPT.removeHandler(handler)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            TRANSCRIPT.addHandler(handler)
+if not any(isinstance(h, _ToRootLogFiles) for h in TRANSCRIPT.handlers):
+    TRANSCRIPT.addHandler(_ToRootLogFiles())
 
 
 #: short names of the scalars methods return; anything else: `abbreviate`'s rule

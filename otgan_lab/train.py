@@ -21,7 +21,7 @@ from otgan_lab.errors import ConfigError, OtlabError, RunDirError
 from otgan_lab.loggers import protocol_config
 from otgan_lab.metrics.spec import specs_record
 from otgan_lab.paths import conf_dir
-from otgan_lab.progress import TRANSCRIPT, transcript_to_job_log
+from otgan_lab.progress import TRANSCRIPT
 from otgan_lab.rundir import RunDir
 
 
@@ -314,7 +314,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from rich.markup import escape
 
     _interrupt_on_sigterm()
-    transcript_to_job_log()  # the console's lines also go to Hydra's job log file (<run dir>/train.log)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     console = Console(stderr=True, soft_wrap=True)

@@ -56,7 +56,6 @@ def in_tmp(tmp_path, monkeypatch):
         if handler not in handlers:
             handler.close()
     root.handlers[:], root.level = handlers, level
-    progress.transcript_to_job_log()  # detach the test's files
 
 
 # -- the console -----------------------------------------------------------------------------------------
@@ -103,8 +102,7 @@ def test_a_forced_bar_outside_a_terminal_does_not_wrap_messages(capsys):
 
 def test_the_console_lines_reach_the_job_log_file(in_tmp):
     handler = logging.FileHandler(in_tmp / "train.log")
-    logging.getLogger().addHandler(handler)
-    progress.transcript_to_job_log()
+    logging.getLogger().addHandler(handler)  # as Hydra's job logging does
     with contextlib.redirect_stdout(io.StringIO()):
         with ProgressReporter(10, enabled=False) as bar:
             bar.update(5, WGAN_GP)
