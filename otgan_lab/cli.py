@@ -74,7 +74,6 @@ def _complete(argv: list[str]) -> None:
     after_program = line[line.index(words[0]) + len(words[0]):]
     rest = after_program[after_program.index(command) + len(command):]
     os.environ["COMP_LINE"] = "otlab" + rest
-    add_user_import_paths(argv)
     module = importlib.import_module(COMMANDS[command][0])
     sys.argv = ["otlab", *argv]
     module.main()
