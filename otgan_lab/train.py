@@ -25,6 +25,20 @@ from otgan_lab.progress import TRANSCRIPT
 from otgan_lab.rundir import RunDir
 
 
+def _short_dirname(text: str, limit: int = 120) -> str:
+    """A sweep job's folder name from its overrides, cut to `limit` characters with a hash of the whole kept
+    (a sweep with many overrides, e.g. an Optuna preset, otherwise fails with 'File name too long')."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+if not OmegaConf.has_resolver("otlab.dirname"):  # registered on import: Hydra resolves it in every job process
+    OmegaConf.register_new_resolver("otlab.dirname", _short_dirname)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
