@@ -47,7 +47,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except Exception as exc:
         raise CheckpointError(
             f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}. The file is corrupt or not an "
-            "otgan_lab checkpoint; remove it to resume from the previous one (older step_*.pt files are kept)."
+            "otgan_lab checkpoint; remove it to resume from the previous one "
+            "(older step_*.pt files are kept)."
         ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an otgan_lab checkpoint of format {FORMAT_VERSION}")

@@ -1,4 +1,5 @@
-"""Optimizers from the config's `_partial_` targets, on the fastest kernel torch has for the parameters' device.
+"""Optimizers from the config's `_partial_` targets, on the fastest kernel torch has for the
+parameters' device.
 
 The method config says which algorithm and hyperparameters (Adam 1e-4, betas (0.5, 0.9), ...); how the update
 is computed is the trainer's business (`trainer.optimizer_impl`). Off CUDA, torch defaults to the

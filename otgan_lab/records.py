@@ -24,7 +24,8 @@ def clean_json(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temp file beside `path`, fsync, rename: a reader sees the old or the new file, whole."""
+    """Write JSON to a temp file beside `path`, fsync, rename: a reader sees the old or the new file, whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -33,7 +33,8 @@ def run_choices(run_dir: Path) -> dict[str, str]:
     if hydra_file.is_file():
         try:
             saved = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
-            choices = {g: c for g, c in (saved.get("choices") or {}).items() if g in GROUPS and c in _options(g)}
+            choices = {g: c for g, c in (saved.get("choices") or {}).items()
+                       if g in GROUPS and c in _options(g)}
         except (OSError, yaml.YAMLError, AttributeError):
             choices = {}
     record = records.read_existing(run_dir) or {}
@@ -89,7 +90,8 @@ def user_overrides(argv: list[str]) -> list[Any]:
     return OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
 
 
-def run_config(saved: dict[str, Any], app_cfg: DictConfig, argv: list[str], own_keys: tuple[str, ...]) -> DictConfig:
+def run_config(saved: dict[str, Any], app_cfg: DictConfig, argv: list[str],
+               own_keys: tuple[str, ...]) -> DictConfig:
     """The run's saved config with the user's choices applied: chosen groups from the composed app config,
     every other `key=value` set on the saved config (keys in `own_keys` belong to the app, not the run)."""
     cfg = OmegaConf.create(saved)
@@ -121,7 +123,8 @@ def load_run(run_dir: Path, cfg: DictConfig):
     method.load_state_dict(state["method"])
     if cfg.eval.use_ema:
         if state.get("ema") is None:
-            raise ConfigError(f"eval.use_ema=true but {found[-1].name} holds no EMA weights (trained without EMA)")
+            raise ConfigError(f"eval.use_ema=true but {found[-1].name} holds no EMA weights "
+                              "(trained without EMA)")
         method.ema_module.load_state_dict(state["ema"])
     return result, data, method, state, found[-1]
 

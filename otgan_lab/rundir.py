@@ -1,7 +1,8 @@
 """A run directory's guards: one process at a time, one experiment per directory, every attempt logged.
 
-- **Lock** (`.lock`): an exclusive flock held for the whole command; the kernel drops it when the process dies
-  however it dies, so a kill -9 never leaves the dir locked. A second process is refused with the holder's pid.
+- **Lock** (`.lock`): an exclusive flock held for the whole command; the kernel drops it when the process
+  dies however it dies, so a kill -9 never leaves the dir locked. A second process is refused with the
+  holder's pid.
 - **Identity** (`run.json`): the resolved config minus the keys that may change when a run is continued
   (`CONTINUABLE`: run length, logging / checkpoint / evaluation cadence, devices and threads, where files
   live). A later command whose identity differs is refused before any work and nothing in the dir changes.
@@ -91,8 +92,8 @@ class RunDir:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RunDirError(f"run dir {self.path} is in use by another otlab process ({holder}); wait for it "
-                              "to finish, or choose another hydra.run.dir") from None
+            raise RunDirError(f"run dir {self.path} is in use by another otlab process ({holder}); "
+                              "wait for it to finish, or choose another hydra.run.dir") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
@@ -123,7 +124,8 @@ class RunDir:
             try:
                 return json.loads(path.read_text())["identity"], str(path)
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise RunDirError(f"{path} is unreadable ({exc}); it records which experiment this dir holds. "
+                raise RunDirError(f"{path} is unreadable ({exc}); "
+                                  "it records which experiment this dir holds. "
                                   "Restore it, or use a new hydra.run.dir") from exc
         result = self.path / "result.json"
         if result.is_file():
@@ -136,18 +138,22 @@ class RunDir:
         return None, ""
 
     def check_identity(self, config: dict[str, Any]) -> bool:
-        """Refuse a config that describes another experiment than the one in this dir; True for a fresh dir."""
+        """Refuse a config that describes another experiment than the one in this dir; True for a fresh dir.
+        """
         stored, source = self.stored_identity()
         if stored is None:
             return True
         diffs = identity_differences(stored, identity(config))
         if diffs:
-            shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
+            shown = "\n  ".join(diffs[:20]) + (
+                f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
             raise RunDirError(
                 f"run dir {self.path} holds another experiment (recorded in {source}); these keys differ:\n"
                 f"  {shown}\n"
-                "Nothing was changed. Train this config in a new directory (a new hydra.run.dir, or omit it); "
-                f"only {', '.join(p for p in CONTINUABLE if '*' not in p)} may change when a run is continued."
+                "Nothing was changed. "
+                "Train this config in a new directory (a new hydra.run.dir, or omit it); "
+                f"only {', '.join(p for p in CONTINUABLE if '*' not in p)} "
+                "may change when a run is continued."
             )
         return False
 
@@ -164,8 +170,8 @@ class RunDir:
         return {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
 
     def restore_hydra_files(self) -> None:
-        """After a refusal: put back the .hydra/*.yaml files of the run this dir holds (Hydra rewrote them with
-        the refused command's config before otlab could check it)."""
+        """After a refusal: put back the .hydra/*.yaml files of the run this dir holds (Hydra rewrote them
+        with the refused command's config before otlab could check it)."""
         path = self.path / IDENTITY_FILE
         try:
             saved = json.loads(path.read_text()).get("hydra") or {}

@@ -19,10 +19,11 @@ def schedule_problems(milestones: object, gamma: object) -> list[str]:
     problems = []
     if not isinstance(milestones, Sequence) or isinstance(milestones, str) or not milestones or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones):
-        problems.append(f"trainer.lr_schedule.milestones must be a non-empty list of generator iterations >= 1 "
-                        f"(got {milestones!r})")
+        problems.append(f"trainer.lr_schedule.milestones must be a non-empty list "
+                        f"of generator iterations >= 1 (got {milestones!r})")
     elif list(milestones) != sorted(set(milestones)):
-        problems.append(f"trainer.lr_schedule.milestones must be strictly increasing (got {list(milestones)})")
+        problems.append("trainer.lr_schedule.milestones must be strictly increasing "
+                        f"(got {list(milestones)})")
     if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma <= 0:
         problems.append(f"trainer.lr_schedule.gamma must be a positive factor (got {gamma!r})")
     return problems
@@ -35,7 +36,8 @@ class StepSchedule:
         if problems:
             raise ValueError("; ".join(problems))
         self.optimizers, self.milestones, self.gamma = dict(optimizers), list(milestones), float(gamma)
-        self.base = {name: [group["lr"] for group in opt.param_groups] for name, opt in self.optimizers.items()}
+        self.base = {name: [group["lr"] for group in opt.param_groups]
+                     for name, opt in self.optimizers.items()}
         self._applied: int | None = None
 
     def apply(self, step: int) -> None:

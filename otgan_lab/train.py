@@ -35,7 +35,8 @@ def _short_dirname(text: str, limit: int = 120) -> str:
     return f"{text[: limit - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-if not OmegaConf.has_resolver("otlab.dirname"):  # registered on import: Hydra resolves it in every job process
+# registered on import: Hydra resolves it in every job process
+if not OmegaConf.has_resolver("otlab.dirname"):
     OmegaConf.register_new_resolver("otlab.dirname", _short_dirname)
 
 
@@ -69,13 +70,14 @@ def _resume_checkpoint(cfg: DictConfig, ckpt_dir: Path, say) -> tuple[Path | Non
             bad = path.with_name(path.name + ".unreadable")
             path.rename(bad)
             reason = str(cause).split(". ")[0]
-            say(f"skipping checkpoint {path.name}: unreadable ({cause.__class__.__name__}: {reason}); kept as "
-                f"{bad.name}")
+            say(f"skipping checkpoint {path.name}: unreadable ({cause.__class__.__name__}: {reason}); "
+                f"kept as {bad.name}")
     if found:
         if cfg.trainer.resume is True:
-            raise checkpoint.CheckpointError(f"trainer.resume=true but no checkpoint in {ckpt_dir} can be read")
-        say("no readable checkpoint left: training from step 0 (the run's completed record, if any, stays until "
-            "this one completes)")
+            raise checkpoint.CheckpointError(
+                f"trainer.resume=true but no checkpoint in {ckpt_dir} can be read")
+        say("no readable checkpoint left: training from step 0 "
+            "(the run's completed record, if any, stays until this one completes)")
     return None, None
 
 
@@ -152,7 +154,8 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
     for leftover in rundir.remove_leftovers():
         _say(f"removed {leftover.name}: left by an interrupted write")
     record.update(device=str(device), precision=precision.name, sampler=sampler.name)
-    rundir.log_attempt("start", overrides=overrides, from_step=int(resume_state["step"]) if resume_state else 0,
+    rundir.log_attempt("start", overrides=overrides,
+                       from_step=int(resume_state["step"]) if resume_state else 0,
                        steps=int(cfg.trainer.steps))
     _write_record(out_dir, existing, record)
     logger = None
@@ -165,8 +168,8 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
         t = cfg.trainer
         trainer = Trainer(
             method, data, precision, out_dir, logger, steps=t.steps, log_every=t.log_every,
-            eval_every=cfg.eval.every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-            grad_clip=t.grad_clip, optimizer_impl=t.optimizer_impl,
+            eval_every=cfg.eval.every, checkpoint_every=t.checkpoint_every,
+            keep_checkpoints=t.keep_checkpoints, grad_clip=t.grad_clip, optimizer_impl=t.optimizer_impl,
             lr_schedule=OmegaConf.to_container(t.lr_schedule, resolve=True) if t.lr_schedule else None,
             ema=OmegaConf.to_container(t.ema, resolve=True), eval_use_ema=cfg.eval.use_ema,
             eval_seed=cfg.eval.seed, evaluate=evaluator, config=config, progress=t.progress,
@@ -210,11 +213,12 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
     finally:
         record.update(finished=_now(), wall_time=time.perf_counter() - t0)
         kept = _write_record(out_dir, existing, record)
-        rundir.log_attempt("end", status=record["status"], steps=record.get("steps"), error=record.get("error"),
-                           eval_error=record.get("eval_error"),
+        rundir.log_attempt("end", status=record["status"], steps=record.get("steps"),
+                           error=record.get("error"), eval_error=record.get("eval_error"),
                            result_json="written" if kept else "kept the earlier completed record")
         if not kept:
-            record["kept_record"] = "result.json keeps the earlier completed run; this attempt is in attempts.jsonl"
+            record["kept_record"] = ("result.json keeps the earlier completed run; "
+                                     "this attempt is in attempts.jsonl")
     return record
 
 

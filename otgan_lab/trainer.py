@@ -71,12 +71,14 @@ class Trainer:
         self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
         self.steps, self.log_every, self.eval_every = steps, max(1, log_every), eval_every
         self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
-        self.evaluate, self.eval_seed, self.config, self.progress = evaluate, eval_seed, config or {}, progress
+        self.evaluate, self.eval_seed, self.config, self.progress = (
+            evaluate, eval_seed, config or {}, progress)
         self.optimizers = method.configure_optimizers(optimizer_impl)
         self.ctx = StepContext(self.optimizers, precision, grad_clip)
         self.schedule = StepSchedule(self.optimizers, **lr_schedule) if lr_schedule else None
         ema = dict(ema or {})
-        self.ema = EMA(method.ema_module, **{k: v for k, v in ema.items() if k != "enabled"}) if ema.get("enabled") else None
+        self.ema = (EMA(method.ema_module, **{k: v for k, v in ema.items() if k != "enabled"})
+                    if ema.get("enabled") else None)
         self.eval_use_ema = eval_use_ema and self.ema is not None
         self.step = 0
         self.stop_requested = False  # set from a signal handler: stop cleanly after the current step
@@ -200,7 +202,8 @@ class Trainer:
                         self.logger.log_scalars(self.step, {**scalars, **rates})
                         if not bool(self._finite):
                             status = "diverged"
-                            bar.message(f"non-finite loss by step {self.step}: stopping; last good checkpoint kept")
+                            bar.message(f"non-finite loss by step {self.step}: stopping; "
+                                        "last good checkpoint kept")
                             break
                     # the last step's evaluation comes after the final checkpoint, below
                     if self.step < self.steps and self.eval_every and self.step % self.eval_every == 0:
@@ -208,9 +211,11 @@ class Trainer:
                             metrics, error = self.try_evaluation()
                         if error is not None:
                             if error not in eval_errors.values():
-                                bar.message(f"evaluation at step {self.step} failed ({error}); training goes on")
+                                bar.message(f"evaluation at step {self.step} failed ({error}); "
+                                            "training goes on")
                             eval_errors[self.step] = error
-                    if self.step < self.steps and self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                    if (self.step < self.steps and self.checkpoint_every
+                            and self.step % self.checkpoint_every == 0):
                         self.save_checkpoint()
                     if self.stop_requested and self.step < self.steps:
                         raise KeyboardInterrupt("stop requested")

@@ -101,8 +101,8 @@ def main() -> None:
     # ---- generation with the extended map ----
     if args.n_gen > 0:
         start = time.perf_counter()
-        new_codes = generate_codes(codes, result.h, args.n_gen, angle_threshold=math.pi, k=20, seed=args.seed + 1,
-                                   chunk_size=args.chunk_size)
+        new_codes = generate_codes(codes, result.h, args.n_gen, angle_threshold=math.pi, k=20,
+                                   seed=args.seed + 1, chunk_size=args.chunk_size)
         synchronize(device)
         print(f"generate_codes: {new_codes.shape[0]} codes (top-20, no angle rejection) in "
               f"{time.perf_counter() - start:.1f} s")

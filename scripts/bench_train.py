@@ -7,8 +7,8 @@ the device, gathers batches by index, fuses critic passes and steps torch's fuse
 (trainer.optimizer_impl=auto). Prints steps/s, images/s (real images consumed per second) and the ratios,
 measured in this one run, at fp32 on both sides and with otlab under bf16 autocast.
 
-    python scripts/bench_train.py --steps 200 --batch-size 64            # CPU, MNIST from $OTLAB_DATA
-    python scripts/bench_train.py --device cuda --precision-compare       # + bf16 vs fp32, model=dcgan, batch 256
+    python scripts/bench_train.py --steps 200 --batch-size 64         # CPU, MNIST from $OTLAB_DATA
+    python scripts/bench_train.py --device cuda --precision-compare   # + bf16 vs fp32, model=dcgan, batch 256
     python scripts/bench_train.py --methods gan --relative uot,mdgan,aeot,wae_mmd   # step cost vs gan
 """
 
@@ -52,7 +52,8 @@ def compose(*overrides):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, extra=(), optimizer_impl="auto"):
+def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, extra=(),
+                optimizer_impl="auto"):
     """Generator iterations per second of otlab's trainer (model=None: the method's own default nets).
 
     Timed by the trainer itself over its loop (TrainOutcome.steps_per_sec, which ends on a logging step's
@@ -67,9 +68,9 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, ex
     method_obj = build.build_method(cfg, device)
     with tempfile.TemporaryDirectory() as out:
         def run(steps):
-            trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(), steps=steps,
-                              log_every=min(args.log_every, steps), checkpoint_every=0, progress=False,
-                              optimizer_impl=optimizer_impl)
+            trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(),
+                              steps=steps, log_every=min(args.log_every, steps), checkpoint_every=0,
+                              progress=False, optimizer_impl=optimizer_impl)
             return trainer.fit()
 
         run(args.warmup)
@@ -86,7 +87,8 @@ def bench_reference(method, args):
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = compose(f"method={method}", "dataset=mnist", "model=mlp", f"batch_size={args.batch_size}")
-    generator, critic = instantiate(cfg.model.nets.generator).to(device), instantiate(cfg.model.nets.critic).to(device)
+    generator, critic = (instantiate(cfg.model.nets.generator).to(device),
+                         instantiate(cfg.model.nets.critic).to(device))
     opt_cfg = cfg.method.optim
     opt_g = instantiate(opt_cfg.generator)(generator.parameters())
     opt_c = instantiate(opt_cfg.critic)(critic.parameters())
@@ -152,7 +154,8 @@ def bench_reference(method, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="gan,wgan_clip,wgan_gp")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -161,22 +164,30 @@ def main():
     parser.add_argument("--workers", type=int, default=0, help="reference DataLoader workers")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is shown")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats; the best of each is shown")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the otlab bf16 column")
-    parser.add_argument("--precision-compare", action="store_true", help="bf16 vs fp32 steps/s, model=dcgan, batch 256")
-    parser.add_argument("--relative", default="", help="also time these methods (otlab only, their own default "
-                        "nets, same batch) relative to gan with model=mlp, e.g. uot,mdgan,aeot,wae_mmd")
+    parser.add_argument("--precision-compare", action="store_true",
+                        help="bf16 vs fp32 steps/s, model=dcgan, batch 256")
+    parser.add_argument("--relative", default="",
+                        help="also time these methods (otlab only, their own default nets, same batch) "
+                             "relative to gan with model=mlp, e.g. uot,mdgan,aeot,wae_mmd")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
-          f"steps={args.steps} (+{args.warmup} warm-up), model=mlp, MNIST, best of {args.repeats} interleaved repeats")
-    print("ref data share: the reference loop's time in its DataLoader (fetch + transforms + copy); a free data\n"
-          "path alone would give at most 1 / (1 - share) over the reference. 'loop optim': otlab with torch's\n"
-          "single-tensor optimizers (trainer.optimizer_impl=for_loop, the reference's kernels), i.e. the data\n"
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up), model=mlp, MNIST, "
+          f"best of {args.repeats} interleaved repeats")
+    print("ref data share: the reference loop's time in its DataLoader (fetch + transforms + copy); "
+          "a free data\n"
+          "path alone would give at most 1 / (1 - share) over the reference. 'loop optim': "
+          "otlab with torch's\n"
+          "single-tensor optimizers (trainer.optimizer_impl=for_loop, the reference's kernels), "
+          "i.e. the data\n"
           "path's and the loop's share of the gain; fp32: otlab's defaults; bf16: precision=bf16 (autocast).")
-    print(f"{'method':<10} {'ref it/s':>9} {'ref img/s':>10} {'loop optim':>11} {'fp32 it/s':>10} {'fp32 img/s':>11} "
-          f"{'ratio':>6} {'bf16 it/s':>10} {'bf16 img/s':>11} {'ratio':>6} {'ref data share':>15}")
+    print(f"{'method':<10} {'ref it/s':>9} {'ref img/s':>10} {'loop optim':>11} "
+          f"{'fp32 it/s':>10} {'fp32 img/s':>11} {'ratio':>6} "
+          f"{'bf16 it/s':>10} {'bf16 img/s':>11} {'ratio':>6} {'ref data share':>15}")
     for method in args.methods.split(","):
         runs = {"ref": [], "loop": [], "fp32": [], "bf16": []}
         for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every variant alike
@@ -187,14 +198,16 @@ def main():
             runs["bf16"].append(bench_otlab(method, args, precision="bf16")[0] if args.bf16 else float("nan"))
         ref, loop, fp32, bf16 = (max(runs[k]) for k in ("ref", "loop", "fp32", "bf16"))
         imgs = CRITIC_STEPS[method] * args.batch_size
-        print(f"{method:<10} {ref:>9.1f} {ref * imgs:>10.0f} {loop / ref:>10.2f}x {fp32:>10.1f} {fp32 * imgs:>11.0f} "
-              f"{fp32 / ref:>5.2f}x {bf16:>10.1f} {bf16 * imgs:>11.0f} {bf16 / ref:>5.2f}x {share:>14.0%}")
+        print(f"{method:<10} {ref:>9.1f} {ref * imgs:>10.0f} {loop / ref:>10.2f}x "
+              f"{fp32:>10.1f} {fp32 * imgs:>11.0f} {fp32 / ref:>5.2f}x "
+              f"{bf16:>10.1f} {bf16 * imgs:>11.0f} {bf16 / ref:>5.2f}x {share:>14.0%}")
     if args.relative:
         print("\ncost per generator iteration relative to gan (model=mlp), same data and batch (otlab):")
         base, _ = bench_otlab("gan", args)
         for method in args.relative.split(","):
             rate, nets = bench_otlab(method, args, model=None, extra=RELATIVE_EXTRA.get(method, ()))
-            print(f"{method:<10} {rate:8.2f} it/s  model={nets:<12} x{base / rate:5.2f} of gan's time per iteration")
+            print(f"{method:<10} {rate:8.2f} it/s  model={nets:<12} "
+                  f"x{base / rate:5.2f} of gan's time per iteration")
     if args.precision_compare:
         print("\nbf16 vs fp32, model=dcgan, batch 256 (otlab):")
         for method in args.methods.split(","):

@@ -51,7 +51,8 @@ def main() -> None:
     print(f"real samples per nearest vertex:      {torch.bincount(vertex_real, minlength=k).tolist()}")
     print(f"generated samples per nearest vertex: {torch.bincount(vertex_fake, minlength=k).tolist()}")
     print(f"nearest vertex of each real mode:     {table.argmax(1).tolist()}")
-    print(f"high-quality generated samples per mode: {torch.bincount(mode_fake[hq], minlength=n_modes).tolist()}")
+    print("high-quality generated samples per mode: "
+          f"{torch.bincount(mode_fake[hq], minlength=n_modes).tolist()}")
     used = sorted(set(table.argmax(1).tolist()))
     for v in used:
         modes = [m for m in range(n_modes) if int(table[m].argmax()) == v]

@@ -24,7 +24,8 @@ def otlab(*args, cwd, env_extra=None, timeout=240, check=True):
     proc = subprocess.run([sys.executable, "-m", "otgan_lab.cli", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"otlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"otlab {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
     return proc
 
 
@@ -99,8 +100,8 @@ def test_ctrl_c_saves_a_checkpoint_and_records_interrupted(tmp_path):
 
 
 def test_multirun_gives_one_dir_per_job(tmp_path):
-    otlab("train", "-m", "method=gan,wgan_clip", "trainer.steps=3", "trainer.log_every=1", "eval.n_samples=200",
-          "metrics.points2d.w2_points=100", "dataset.n_points=1000", "logger=none",
+    otlab("train", "-m", "method=gan,wgan_clip", "trainer.steps=3", "trainer.log_every=1",
+          "eval.n_samples=200", "metrics.points2d.w2_points=100", "dataset.n_points=1000", "logger=none",
           f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     results = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [json.loads(p.read_text())["method"] for p in results] == ["gan", "wgan_clip"]
@@ -112,23 +113,23 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheel_dir), str(REPO)], check=True, capture_output=True, timeout=300)
     wheel = next(wheel_dir.glob("otgan_lab-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(site)}
     code = "import otgan_lab.paths as p; print(p.conf_dir())"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True,
                          check=True).stdout.strip()
     assert out == str(site / "otgan_lab" / "conf")
-    job = subprocess.run([sys.executable, "-m", "otgan_lab.cli", "train", "--cfg", "job", "method=gan"], cwd=tmp_path,
-                         env=env, text=True, capture_output=True)
+    job = subprocess.run([sys.executable, "-m", "otgan_lab.cli", "train", "--cfg", "job", "method=gan"],
+                         cwd=tmp_path, env=env, text=True, capture_output=True)
     assert job.returncode == 0 and "GAN" in job.stdout, job.stderr
 
 
 @pytest.mark.skipif(not os.environ.get("OTLAB_DATA"), reason="OTLAB_DATA not set")
 def test_mnist_run_from_otlab_data(tmp_path):
     run = tmp_path / "mnist"
-    otlab("train", "dataset=mnist", "method=gan", "trainer.steps=5", "trainer.log_every=5", "eval.n_samples=64",
-          "logger=none", f"hydra.run.dir={run}", cwd=tmp_path)
+    otlab("train", "dataset=mnist", "method=gan", "trainer.steps=5", "trainer.log_every=5",
+          "eval.n_samples=64", "logger=none", f"hydra.run.dir={run}", cwd=tmp_path)
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "completed" and result["dataset"] == "mnist"
     assert list((run / "samples").glob("*.png"))
@@ -138,21 +139,23 @@ def test_eval_a_run_with_another_sampler_keeps_one_record_per_sampler(tmp_path):
     run = tmp_path / "run"
     otlab("train", "method=gan", *TINY, f"hydra.run.dir={run}", "logger=none",
           "eval.samplers=[{option:drs,name:drs_small,burn_in:500}]", cwd=tmp_path)
-    assert json.loads((run / "result.json").read_text())["samplers"]["drs_small"]["metrics"]["sampler/acceptance_rate"] > 0
+    assert (json.loads((run / "result.json").read_text())
+            ["samplers"]["drs_small"]["metrics"]["sampler/acceptance_rate"] > 0)
     otlab("eval", f"run={run}", "sampler=drs", "sampler.burn_in=1000", "eval.n_samples=300", cwd=tmp_path)
     result = json.loads((run / "result.json").read_text())
     assert set(result["samplers"]) == {"standard", "drs_small", "drs"}
     drs = result["samplers"]["drs"]
     assert drs["protocol"]["n_samples"] == 300 and 0 < drs["metrics"]["sampler/acceptance_rate"] <= 1
     assert [e["sampler"] for e in result["evaluations"]] == ["drs"]
-    proc = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500", f"out={tmp_path / 'g.png'}",
-                 cwd=tmp_path)
+    proc = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500",
+                 f"out={tmp_path / 'g.png'}", cwd=tmp_path)
     assert "acceptance_rate" in proc.stdout and (tmp_path / "g.png").stat().st_size > 0
     drawn = torch.load(tmp_path / "g.pt", weights_only=True)
     assert drawn.shape == (16, 2) and torch.isfinite(drawn).all()
-    again = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500", f"out={tmp_path / 'h.png'}",
-                  cwd=tmp_path)
-    assert again.returncode == 0 and torch.equal(drawn, torch.load(tmp_path / "h.pt", weights_only=True))  # seeded
+    again = otlab("sample", f"run={run}", "n=16", "sampler=drs", "sampler.burn_in=500",
+                  f"out={tmp_path / 'h.png'}", cwd=tmp_path)
+    # seeded
+    assert again.returncode == 0 and torch.equal(drawn, torch.load(tmp_path / "h.pt", weights_only=True))
     assert otlab("sample", f"run={run}", "n=0", cwd=tmp_path, check=False).returncode == 2
     proc = otlab("eval", f"run={run}", "eval.use_ema=true", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no EMA weights" in proc.stderr

@@ -45,7 +45,8 @@ def test_optimal_discriminator_is_the_log_density_ratio():
 
     def closure():
         opt.zero_grad()
-        loss = (p_d * torch.nn.functional.softplus(-logits)).sum() + (p_g * torch.nn.functional.softplus(logits)).sum()
+        loss = ((p_d * torch.nn.functional.softplus(-logits)).sum()
+                + (p_g * torch.nn.functional.softplus(logits)).sum())
         loss.backward()
         return loss
 
@@ -110,11 +111,13 @@ def test_dirac_gan_converges_with_r1_and_not_without():
             logit_real = x[:, 0] * psi
             loss_d = gan_critic_loss(logit_real, (theta.detach() * psi).view(1))
             if gamma:
-                loss_d = loss_d + r1_penalty(torch.autograd.grad(logit_real.sum(), x, create_graph=True)[0], gamma)
+                loss_d = loss_d + r1_penalty(torch.autograd.grad(logit_real.sum(), x, create_graph=True)[0],
+                                             gamma)
             (g_psi,) = torch.autograd.grad(loss_d, psi)
             with torch.no_grad():
                 psi -= 0.1 * g_psi
-            (g_theta,) = torch.autograd.grad(gan_generator_loss((theta * psi.detach()).view(1), "minimax"), theta)
+            (g_theta,) = torch.autograd.grad(gan_generator_loss((theta * psi.detach()).view(1), "minimax"),
+                                             theta)
             with torch.no_grad():
                 theta -= 0.1 * g_theta
         return math.hypot(theta.item(), psi.item())

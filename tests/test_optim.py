@@ -14,7 +14,8 @@ from tests.helpers import compose_cfg, tiny_trainer
 
 def _params(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(7, 5, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    return [torch.nn.Parameter(torch.randn(7, 5, generator=g)),
+            torch.nn.Parameter(torch.randn(5, generator=g))]
 
 
 def _grads(params, step):

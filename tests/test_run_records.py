@@ -136,15 +136,16 @@ def test_run_dir_that_is_a_file_or_unwritable(in_tmp):
 
 
 def test_help_into_a_closed_pipe_is_quiet(tmp_path):
-    proc = subprocess.run(f"{sys.executable} -m otgan_lab.cli train --help | head -1", shell=True, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(f"{sys.executable} -m otgan_lab.cli train --help | head -1", shell=True,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.stdout.startswith("otlab train")
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_messages_keep_their_brackets(in_tmp):
     """User text is never read as rich markup: '[weird]' stays in the message."""
-    code, out, err = otlab("eval", f"run='{in_tmp / '[weird]dir'}'")  # quoted: brackets are Hydra's list syntax
+    # quoted: brackets are Hydra's list syntax
+    code, out, err = otlab("eval", f"run='{in_tmp / '[weird]dir'}'")
     assert code == 2 and "[weird]dir is not a run directory" in err
 
 
@@ -281,8 +282,8 @@ def test_a_second_process_is_refused_with_the_holders_pid(in_tmp):
 
 def test_the_lock_dies_with_its_process(tmp_path):
     run_dir = tmp_path / "run"
-    code = ("import sys, time; from otgan_lab.rundir import RunDir; d = RunDir(sys.argv[1]); d.check_usable(); "
-            "d.acquire(); print('locked', flush=True); time.sleep(600)")
+    code = ("import sys, time; from otgan_lab.rundir import RunDir; d = RunDir(sys.argv[1]); "
+            "d.check_usable(); d.acquire(); print('locked', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     from otgan_lab.errors import RunDirError
@@ -302,7 +303,8 @@ def test_resume_skips_an_unreadable_checkpoint_and_ends_bit_identical(in_tmp):
     assert otlab("train", *args, "trainer.steps=20", f"hydra.run.dir={broken}")[0] == 0
     newest = broken / "checkpoints" / "step_00000020.pt"
     newest.write_bytes(newest.read_bytes()[:1000])  # a write cut short
-    (broken / "checkpoints" / ".step_00000020.pt.tmp-4242").write_bytes(b"half")  # a killed writer's temp file
+    # a killed writer's temp file
+    (broken / "checkpoints" / ".step_00000020.pt.tmp-4242").write_bytes(b"half")
     code, out, err = otlab("train", *args, f"hydra.run.dir={broken}")
     assert code == 0, err
     assert "skipping checkpoint step_00000020.pt" in err and "removed .step_00000020.pt.tmp-4242" in err
@@ -329,7 +331,8 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_and_names_it(tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "1 of 2 sweep jobs did not complete" in proc.stderr and "seed=abc" in proc.stderr
     records = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
-    assert sorted(r["status"] for r in records.values()) == ["completed", "failed"]  # every job has its record
+    # every job has its record
+    assert sorted(r["status"] for r in records.values()) == ["completed", "failed"]
     assert time.time() - t0 < 300
 
 
@@ -345,7 +348,8 @@ def test_eval_and_sample_compose_groups_and_keys_over_the_saved_config(finished_
     assert mh["protocol"]["n_samples"] == 100 and mh["metrics"]["sampler/draws_per_sample"] == 4.0
     # a key of the run's own metrics group (not chosen here) is set on the saved node: a 1000-sigma rule
     # (20 units on a ring of radius 2) counts every sample as high quality
-    code, out, err = otlab("eval", f"run={finished_run}", "metrics.points2d.n_sigma=1000", "eval.n_samples=100")
+    code, out, err = otlab("eval", f"run={finished_run}", "metrics.points2d.n_sigma=1000",
+                           "eval.n_samples=100")
     assert code == 0, err
     standard = json.loads((finished_run / "result.json").read_text())["samplers"]["standard"]
     assert standard["protocol"]["suites"]["points2d"]["n_sigma"] == 1000

@@ -1,6 +1,7 @@
-"""`otlab table` on fake sweeps (hand-written result.json files, no training): statistics against numpy/scipy,
-failed and diverged rows, protocol splits, per-sampler rows, the published column and the ordering check, csv /
-md output and the CLI in a subprocess. Slow tests run real multiruns (a failing job; the submitit launcher)."""
+"""`otlab table` on fake sweeps (hand-written result.json files, no training): statistics against
+numpy/scipy, failed and diverged rows, protocol splits, per-sampler rows, the published column and the
+ordering check, csv / md output and the CLI in a subprocess. Slow tests run real multiruns (a failing job;
+the submitit launcher)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from otgan_lab import build, table
 from otgan_lab.paths import conf_dir
 from otgan_lab.reports import REPORTS, Report, ReportRow, Selector
 
-PROTOCOL = {"n_samples": 1000, "sampler": "standard", "suites": {"fid": {"backbone": "lenet", "split": "test"}},
-            "dataset": "mnist"}
+PROTOCOL = {"n_samples": 1000, "sampler": "standard",
+            "suites": {"fid": {"backbone": "lenet", "split": "test"}}, "dataset": "mnist"}
 
 
-def write_run(root: Path, name: str, *, method: str, seed: int, status: str = "completed", fid: float | None = None,
-              samplers: dict[str, float] | None = None, protocol: dict | None = None, report_row: str | None = None,
-              lr: float = 1e-4, wall: float = 10.0, sps: float = 5.0, error: str | None = None,
+def write_run(root: Path, name: str, *, method: str, seed: int, status: str = "completed",
+              fid: float | None = None, samplers: dict[str, float] | None = None,
+              protocol: dict | None = None, report_row: str | None = None, lr: float = 1e-4,
+              wall: float = 10.0, sps: float = 5.0, error: str | None = None,
               curve: list[tuple[int, float]] | None = None) -> Path:
     """One fake run dir with a result.json shaped like train.py's."""
     run_dir = root / name
@@ -40,9 +42,9 @@ def write_run(root: Path, name: str, *, method: str, seed: int, status: str = "c
               "logger": {"kind": "none", "group": None}, "trainer": {"steps": 100, "progress": None}}
     if report_row:
         config["report_row"] = report_row
-    record: dict = {"status": status, "method": method, "dataset": "mnist", "model": "mlp", "sampler": "standard",
-                    "seed": seed, "precision": "fp32", "overrides": [f"seed={seed}"], "config": config,
-                    "wall_time": wall, "run_dir": str(run_dir)}
+    record: dict = {"status": status, "method": method, "dataset": "mnist", "model": "mlp",
+                    "sampler": "standard", "seed": seed, "precision": "fp32", "overrides": [f"seed={seed}"],
+                    "config": config, "wall_time": wall, "run_dir": str(run_dir)}
     if status == "completed":
         samplers = samplers if samplers is not None else {"standard": fid}
         metrics = {"fid": samplers.get("standard", fid), "w2": 0.5}
@@ -53,7 +55,8 @@ def write_run(root: Path, name: str, *, method: str, seed: int, status: str = "c
         record["error"] = error or f"RuntimeError: {status}"
     (run_dir / "result.json").write_text(json.dumps(record))
     if curve:
-        lines = [{"step": s, "critic_loss": 1.0} for s, _ in curve] + [{"step": s, "eval/fid": v} for s, v in curve]
+        lines = ([{"step": s, "critic_loss": 1.0} for s, _ in curve]
+                 + [{"step": s, "eval/fid": v} for s, v in curve])
         (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return run_dir
 
@@ -67,7 +70,8 @@ def sweep(tmp_path: Path) -> Path:
         write_run(root, f"{seed}_gan", method="gan", seed=seed, samplers={"standard": std, "drs": drs},
                   report_row="r4_gan", wall=10.0 + seed, curve=[(10, std + 10), (20, std)])
     for seed, fid in enumerate([20.0, 22.0]):
-        write_run(root, f"{3 + seed}_wgan_gp", method="wgan_gp", seed=seed, fid=fid, report_row="r4_wgan_gp_150ep")
+        write_run(root, f"{3 + seed}_wgan_gp", method="wgan_gp", seed=seed, fid=fid,
+                  report_row="r4_wgan_gp_150ep")
     write_run(root, "5_wgan_gp", method="wgan_gp", seed=2, status="failed", report_row="r4_wgan_gp_150ep",
               error="ValueError: critic exploded\n  at step 40")
     for seed in range(2):
@@ -187,7 +191,8 @@ def test_published_column_and_ordering_verdict(sweep: Path):
     # the WGAN-GP report row shows both our completed seeds and the failed one
     wgp = [r for r in records if r["report_row"] == "WGAN-GP, 150 epochs"]
     assert sorted(r["status"] for r in wgp) == ["completed", "failed"]
-    # rows with both values: VGAN 38 / 32.5, WGAN-GP 28 / 21, VGAN+DRS 22 / 25, Unrolled inf / inf, MD-GAN inf / inf
+    # rows with both values: VGAN 38 / 32.5, WGAN-GP 28 / 21, VGAN+DRS 22 / 25, Unrolled inf / inf,
+    # MD-GAN inf / inf
     published = [38.0, 28.0, 22.0, math.inf, math.inf]
     ours = [np.mean([30.0, 32.0, 35.5]), 21.0, 25.0, math.inf, math.inf]
     expected_tau = stats.kendalltau(published, ours).statistic
@@ -260,7 +265,8 @@ def test_report_presets_agree_with_reports_data():
             if rrow.selector is None:
                 continue
             tags = rrow.selector.overrides["report_row"]
-            runnable = rrow.selector.dataset is None or (conf / "dataset" / f"{rrow.selector.dataset}.yaml").exists()
+            runnable = (rrow.selector.dataset is None
+                        or (conf / "dataset" / f"{rrow.selector.dataset}.yaml").exists())
             if runnable:
                 assert set(tags) & set(swept), (key, rrow.label)
                 for tag in set(tags) & set(swept):
@@ -268,13 +274,15 @@ def test_report_presets_agree_with_reports_data():
 
 
 def test_report_rows_compose_with_their_selectors():
-    """Each preset row composes (budget=smoke) into the method, sampler and dataset its report selector names."""
+    """Each preset row composes (budget=smoke) into the method, sampler and dataset its report selector names.
+    """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     conf = conf_dir()
     if "budget:" not in (conf / "config.yaml").read_text():
-        pytest.skip("conf/config.yaml has no budget default yet ('- budget: null' before '- experiment: null')")
+        pytest.skip("conf/config.yaml has no budget default yet "
+                    "('- budget: null' before '- experiment: null')")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         for key, report in REPORTS.items():
             for rrow in report.rows:
@@ -285,7 +293,8 @@ def test_report_rows_compose_with_their_selectors():
                 for tag in sel.overrides["report_row"]:
                     if not (conf / "report_row" / f"{tag}.yaml").is_file():
                         continue
-                    cfg = compose("config", overrides=[f"experiment=report_{key}", f"+report_row={tag}", "budget=smoke"])
+                    cfg = compose("config", overrides=[f"experiment=report_{key}", f"+report_row={tag}",
+                                                       "budget=smoke"])
                     plain = OmegaConf.to_container(cfg, resolve=True)
                     assert plain["method"]["name"] == sel.method and plain["report_row"] == tag, tag
                     assert sel.dataset in (None, plain["dataset"]["name"]), tag
@@ -333,8 +342,8 @@ def test_wandb_table_offline(sweep: Path, tmp_path: Path, monkeypatch):
 
 def _otlab(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "otgan_lab.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "otgan_lab.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -343,7 +352,8 @@ def test_multirun_with_a_failing_job_then_table(tmp_path: Path):
     train = _otlab("train", "-m", "dataset=ring8", "trainer.steps=5", "logger=none", "metrics.n_samples=200",
                    "method.optim.critic.lr=1e-3,-1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
-    records = {json.loads(p.read_text())["status"]: json.loads(p.read_text()) for p in sweep_dir.rglob("result.json")}
+    records = {json.loads(p.read_text())["status"]: json.loads(p.read_text())
+               for p in sweep_dir.rglob("result.json")}
     assert set(records) == {"completed", "failed"}  # the failing job wrote its record and the sweep went on
     assert "positive learning rate" in records["failed"]["error"]
     out = _otlab("table", str(sweep_dir), "--format", "csv", cwd=tmp_path)

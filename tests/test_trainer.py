@@ -69,7 +69,8 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_divergence_is_detected_and_the_last_good_checkpoint_kept(tmp_path):
-    trainer = tiny_trainer(compose_cfg(*CFG, "method=gan"), tmp_path, steps=20, checkpoint_every=2, log_every=5)
+    trainer = tiny_trainer(compose_cfg(*CFG, "method=gan"), tmp_path, steps=20, checkpoint_every=2,
+                           log_every=5)
     original = trainer.method.train_step
 
     def poisoned(real, ctx):

@@ -385,7 +385,8 @@ def unrolled_surrogate(gen, critic, x, z, k, variant, form, inner=None):
         params = {n: p.detach() for n, p in params.items()}
     real_term = log_softplus_d(functional_call(critic, params, (x,))).mean()
     logit_fake = functional_call(critic, params, (fake,))
-    fake_term = log_one_minus_d(logit_fake).mean() if form == "minimax" else -log_softplus_d(logit_fake).mean()
+    fake_term = (log_one_minus_d(logit_fake).mean() if form == "minimax"
+                 else -log_softplus_d(logit_fake).mean())
     return real_term + fake_term
 
 
@@ -447,7 +448,8 @@ def test_unrolled_non_saturating_form(float64):
     out, x, z, g_copy, c_copy, (g_before, _) = run_unrolled_step(method, ctx)
     f_k = unrolled_surrogate(g_copy, c_copy, x, z, 2, "exact", "non_saturating")
     torch.testing.assert_close(out["generator_loss"], f_k.detach(), **TOL64)
-    assert_params(method.nets["generator"], sgd_step(g_before, grads(f_k, g_copy), UN_LR_G), TOL64, "generator")
+    assert_params(method.nets["generator"], sgd_step(g_before, grads(f_k, g_copy), UN_LR_G), TOL64,
+                  "generator")
 
 
 def adam_inner(lr, betas, eps):
@@ -486,7 +488,8 @@ def test_unrolled_exact_mirrors_the_critic_adam(float64):
     f_k = unrolled_surrogate(g_copy, c_copy, x, z, 2, "exact", "minimax",
                              inner=lambda params, g, s: inner(params, g, s or state0))
     torch.testing.assert_close(out["generator_loss"], f_k.detach(), **TOL64)
-    assert_params(method.nets["generator"], sgd_step(g_before, grads(f_k, g_copy), UN_LR_G), TOL64, "generator")
+    assert_params(method.nets["generator"], sgd_step(g_before, grads(f_k, g_copy), UN_LR_G), TOL64,
+                  "generator")
     # the critic's real step: one Adam step from theta_D^0 (= the first unrolled step, same batch)
     loss_d = critic_bce(c_copy, dict(c_copy.named_parameters()), x, g_copy(z).detach())
     params1, _ = inner(dict(c_copy.named_parameters()), grads(loss_d, c_copy), state0)
@@ -711,7 +714,8 @@ def test_wae_gan_step():
     torch.manual_seed(4)
     nets["latent_critic"] = mlp(AE_Z, 8, 1, flatten=True)
     method = WAEGAN(name="wae_gan", batch_size=AE_N, prior={"kind": "normal", "dim": AE_Z},
-                    optim={"autoencoder": sgd(AE_LR), "latent_critic": sgd(AE_LR_C)}, penalty_weight=lam, **nets)
+                    optim={"autoencoder": sgd(AE_LR), "latent_critic": sgd(AE_LR_C)}, penalty_weight=lam,
+                    **nets)
     ctx = RecordingContext(method.configure_optimizers(), FP32)
     real = RealBatches(AE_X)
     enc, dec, crit = (method.nets[k] for k in ("encoder", "decoder", "latent_critic"))

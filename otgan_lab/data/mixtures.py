@@ -42,9 +42,11 @@ def GaussianMixture2D(
     )
 
 
-def ring8(n_points: int = 100_000, seed: int = 0, device: str = "cpu", radius: float = 2.0, std: float = 0.02):
+def ring8(n_points: int = 100_000, seed: int = 0, device: str = "cpu", radius: float = 2.0,
+          std: float = 0.02):
     return GaussianMixture2D("ring8", ring_centres(8, radius), std, n_points, seed, device)
 
 
-def grid25(n_points: int = 100_000, seed: int = 0, device: str = "cpu", spacing: float = 2.0, std: float = 0.05):
+def grid25(n_points: int = 100_000, seed: int = 0, device: str = "cpu", spacing: float = 2.0,
+           std: float = 0.05):
     return GaussianMixture2D("grid25", grid_centres(5, spacing), std, n_points, seed, device)
