@@ -198,6 +198,18 @@ def test_celeba_cache_crop_splits_and_streaming(tmp_path, capsys):
     assert random_real(streamed, 4).shape == (4, 3, 64, 64)
 
 
+def test_stream_auto_keeps_on_the_device_what_fits():
+    from otgan_lab.data.stream import DEVICE_SHARE, free_memory, should_stream
+    from otgan_lab.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    free = free_memory(cpu)
+    assert not should_stream(int(0.5 * DEVICE_SHARE * free), cpu) and should_stream(int(2 * free), cpu)
+    assert should_stream(1, cpu, True) and not should_stream(10 * free, cpu, False)
+    with pytest.raises(ConfigError, match="dataset.stream must be auto, true or false"):
+        should_stream(1, cpu, "sometimes")
+
+
 def test_celeba_folder_without_partition_uses_the_official_ranges(tmp_path):
     folder = write_celeba(tmp_path / "src", numbers=(5, 162770, 162771, 182638), partition=False)
     own = tmp_path / "faces"

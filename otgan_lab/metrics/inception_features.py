@@ -71,7 +71,8 @@ def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Pat
         f"it. Fetch it on a machine with internet from {FID_WEIGHTS_URL} and put it at {hub_path} "
         f"(the torch hub checkpoints dir), or pass its path as weights_path= / set ${FID_WEIGHTS_ENV}. "
         "Without it, use the 'lenet_mnist' (or 'lenet_fashion') backbone, whose weights ship with otgan_lab; "
-        "LeNet-FID and Inception-FID are not comparable."
+        "LeNet-FID and Inception-FID are not comparable. On RGB data, 'random_conv' runs the metrics without "
+        "it as a wiring check only (its numbers mean nothing)."
     )
 
 

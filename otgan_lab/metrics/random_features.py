@@ -40,6 +40,9 @@ def random_conv_backbone(logits: bool = False, seed: int = 0, batch_size: int = 
         network = _trunk()
         if logits:
             network.append(nn.Linear(64, 10))
+        for module in network.modules():  # He init: O(1) features and logits, not shrinking ones
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     return FeatureExtractor(
         name="random_conv_logits" if logits else "random_conv",
         network=network,
