@@ -86,12 +86,13 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(str(exc))
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        problems.append(f"eval.samplers: records {repeated} would overwrite each other; give each entry its own "
-                        "name (e.g. {option: drs, name: drs_p90, percentile: 90})")
+        problems.append(f"eval.samplers: records {repeated} would overwrite each other; "
+                        "give each entry its own name (e.g. {option: drs, name: drs_p90, percentile: 90})")
     schedule = plain["trainer"].get("lr_schedule")
     if schedule is not None:
         if not isinstance(schedule, dict) or set(schedule) - {"milestones", "gamma"}:
-            problems.append(f"trainer.lr_schedule must be null or {{milestones: [...], gamma: g}} (got {schedule})")
+            problems.append("trainer.lr_schedule must be null or {milestones: [...], gamma: g} "
+                            f"(got {schedule})")
         else:
             problems += schedule_problems(schedule.get("milestones"), schedule.get("gamma", 0.1))
     if cfg.trainer.optimizer_impl not in IMPLEMENTATIONS:
@@ -115,7 +116,8 @@ def resolve_device(name: str) -> torch.device:
     except (RuntimeError, TypeError):
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={name} is not a device otlab runs on; use device=auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"device={name} is not a device otlab runs on; "
+                          "use device=auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
     return device
@@ -172,7 +174,8 @@ def build_dataset(cfg: DictConfig, seed: int, device: torch.device) -> DeviceDat
             raise exc.__cause__ from None
         raise
     if tuple(data.shape) != tuple(cfg.dataset.shape):
-        raise ConfigError(f"dataset.shape {list(cfg.dataset.shape)} does not match the data's {list(data.shape)}")
+        raise ConfigError(f"dataset.shape {list(cfg.dataset.shape)} "
+                          f"does not match the data's {list(data.shape)}")
     if cfg.batch_size > len(data):
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than dataset {data.name!r} ({len(data)} samples); "
@@ -190,7 +193,8 @@ def build_method(cfg: DictConfig, device: torch.device):
         raise ConfigError(
             f"method={cfg.method.name} with model={cfg.model.name} cannot be built for dataset "
             f"{cfg.dataset.name} (shape {list(cfg.dataset.shape)}): {cause.__class__.__name__}: {cause}. "
-            "Choose a model made for this data (the dataset's default model is picked when model= is omitted)."
+            "Choose a model made for this data "
+            "(the dataset's default model is picked when model= is omitted)."
         ) from None
     critic = method.nets["critic"] if "critic" in method.nets else None
     if critic is not None and not method.allows_critic_batchnorm and has_batchnorm(critic):
@@ -218,12 +222,14 @@ def sampler_config(entry: Any) -> DictConfig:
     """One `eval.samplers` entry as a sampler config.
 
     An entry is an option name (`drs`) or a mapping naming the option and overriding its keys, e.g.
-    `{option: drs, calibrate_steps: 500}` or `{option: aeot, name: aeot_nothreshold, angle_threshold: 3.14159}`;
+    `{option: drs, calibrate_steps: 500}` or
+    `{option: aeot, name: aeot_nothreshold, angle_threshold: 3.14159}`;
     `name` labels the record (default: the option's own name).
     """
     if isinstance(entry, str):
         return load_option("sampler", entry)
-    params = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry or {})
+    params = (OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig)
+              else dict(entry or {}))
     option = params.pop("option", None)
     if not isinstance(option, str):
         raise ConfigError(f"eval.samplers entry {entry!r}: a mapping needs `option: <sampler option>` "
@@ -302,7 +308,8 @@ def build_logger(cfg: DictConfig, out_dir: Path, group: str | None = None, job_t
     loggers: list[Logger] = [JsonlLogger(out_dir)]
     if cfg.logger.kind == "wandb":
         loggers.append(WandbLogger(
-            out_dir, OmegaConf.to_container(cfg, resolve=True), project=cfg.logger.project, mode=cfg.logger.mode,
+            out_dir, OmegaConf.to_container(cfg, resolve=True),
+            project=cfg.logger.project, mode=cfg.logger.mode,
             group=cfg.logger.group or group, name=Path(out_dir).name, tags=list(cfg.logger.tags),
             entity=cfg.logger.entity, job_type=job_type,
         ))
@@ -315,5 +322,5 @@ def build_evaluator(cfg: DictConfig, data: DeviceDataset, sampler, out_dir: Path
                     primary: bool = True) -> Evaluator:
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
     suites = {k: v or {} for k, v in metrics.items() if k not in ("n_samples", "primary")}
-    return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir, logger=logger,
-                     primary=primary)
+    return Evaluator(data, sampler, n_samples=cfg.eval.n_samples, suites=suites, out_dir=out_dir,
+                     logger=logger, primary=primary)

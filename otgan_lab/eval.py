@@ -56,12 +56,15 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     entry = {"sampler": sampler.name, "metrics": metrics, "protocol": evaluator.protocol, "use_ema": use_ema,
              "step": int(state["step"]), "checkpoint": str(ckpt),
              "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    same = lambda e: (e["sampler"], e["protocol"], e["use_ema"]) == (entry["sampler"], entry["protocol"], use_ema)  # noqa: E731
+    same = lambda e: (  # noqa: E731
+        (e["sampler"], e["protocol"], e["use_ema"]) == (entry["sampler"], entry["protocol"], use_ema))
     result["evaluations"] = [e for e in result.get("evaluations", []) if not same(e)] + [entry]
-    result.setdefault("samplers", {})[sampler.name] = {k: entry[k] for k in ("metrics", "protocol", "use_ema")}
+    result.setdefault("samplers", {})[sampler.name] = {
+        k: entry[k] for k in ("metrics", "protocol", "use_ema")}
     result["samplers"][sampler.name]["metric_specs"] = evaluator.metric_specs
+    # an earlier failed evaluation of this sampler is redone
     errors = [f"{name}: {e['error']}" for name, e in result["samplers"].items()
-              if isinstance(e, dict) and "error" in e]  # an earlier failed evaluation of this sampler is redone
+              if isinstance(e, dict) and "error" in e]
     if errors:
         result["eval_error"] = "; ".join(errors)
     else:

@@ -4,8 +4,8 @@ picture of the samples. Built by train.py / eval.py from config and handed to th
 Metric suites are registered by name; each takes (generated samples, dataset, **params) and returns floats,
 declares what the keys it returns mean (`otgan_lab.metrics.spec.declares`: display name and which direction
 is better) and may describe its protocol (backbone, reference split...). A `metrics` config is `n_samples`
-plus one entry per suite with its parameters. The protocol (suites, their parameters, sample count, sampler) is
-recorded with every number so that `otlab table` only compares numbers measured the same way.
+plus one entry per suite with its parameters. The protocol (suites, their parameters, sample count, sampler)
+is recorded with every number so that `otlab table` only compares numbers measured the same way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The published tables of the reports we reproduce (shared REPORTS.md), as data for `otlab table --report rN`.
+"""The published tables of the reports we reproduce (shared REPORTS.md), as data for
+`otlab table --report rN`.
 
 Each report row holds the printed value, the metric it is in, and a selector naming the runs of ours that
 reproduce it: method, sampler, dataset and dotted config keys. The report presets
@@ -29,7 +30,8 @@ class Selector:
     method: str
     sampler: str = "standard"
     dataset: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config key -> value or tuple of values
+    # dotted config key -> value or tuple of values
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Report:
     rows: tuple[ReportRow, ...]
 
 
-def _row(tag: str, method: str, sampler: str = "standard", dataset: str | None = None, **extra: Any) -> Selector:
+def _row(tag: str, method: str, sampler: str = "standard", dataset: str | None = None,
+         **extra: Any) -> Selector:
     tags = tag if isinstance(tag, tuple) else (tag,)
     return Selector(method, sampler, dataset, {"report_row": tags, **extra})
 
@@ -76,9 +79,10 @@ R2 = Report(
     "r2", "R2: OT-GAN on MNIST (no FID printed: qualitative claims as expected ranks)", "fid",
     "qualitative only (sample grids); the ranks restate the report's claims",
     (
-        ReportRow("OT-GAN, batch 500", None, _row("r2_otgan_b500", "otgan"), table="batch size", expected_rank=1),
-        ReportRow("OT-GAN, batch 100", None, _row("r2_otgan_b100", "otgan"), table="batch size", expected_rank=2,
-                  note="'larger batches give better images'"),
+        ReportRow("OT-GAN, batch 500", None, _row("r2_otgan_b500", "otgan"), table="batch size",
+                  expected_rank=1),
+        ReportRow("OT-GAN, batch 100", None, _row("r2_otgan_b100", "otgan"), table="batch size",
+                  expected_rank=2, note="'larger batches give better images'"),
         ReportRow("OT-GAN, energy distance", None, _row("r2_otgan_b500", "otgan"), table="loss ablation",
                   expected_rank=1),
         ReportRow("Same nets, cross-entropy GAN loss", None, _row("r2_otgan_ce_b500", "otgan"),
@@ -107,7 +111,8 @@ R4 = Report(
         ReportRow("VGAN + R1 regularization", 42.0, _row("r4_gan_r1", "gan")),
         ReportRow("WGAN (with batch norm)", 27.0, _row("r4_wgan_bn", "wgan_clip")),
         ReportRow("WGAN-GP, 150 epochs", 28.0, _row("r4_wgan_gp_150ep", "wgan_gp")),
-        ReportRow("WGAN-GP, 150 + 30 epochs (second learning rate)", 16.0, _row("r4_wgan_gp_180ep_lr2", "wgan_gp")),
+        ReportRow("WGAN-GP, 150 + 30 epochs (second learning rate)", 16.0,
+                  _row("r4_wgan_gp_180ep_lr2", "wgan_gp")),
         ReportRow("VGAN + DRS (~32,000 generator draws)", 22.0, _row("r4_gan", "gan", "drs")),
         ReportRow("WGAN-GP + DRS", 15.0, _row("r4_wgan_gp_150ep", "wgan_gp", "drs")),
         ReportRow("Unrolled GAN", INF, _row("r4_unrolled", "unrolled"), note="failed"),
@@ -116,7 +121,8 @@ R4 = Report(
 )
 
 
-def _aeot_table(dataset: str, title: str, values: dict[str, tuple[float, float | None]]) -> tuple[ReportRow, ...]:
+def _aeot_table(dataset: str, title: str,
+                values: dict[str, tuple[float, float | None]]) -> tuple[ReportRow, ...]:
     """One dataset column of R5's AE-OT comparison (Lucic et al.'s FID table plus AE-OT)."""
     ours = {"NS GAN": ("gan", "nsgan", "standard"), "WGAN": ("wgan_clip", "wgan", "standard"),
             "AE (reconstruction)": ("aeot", "aeot", "reconstruction"), "AE-OT": ("aeot", "aeot", "standard")}
@@ -154,8 +160,8 @@ _R5_PROTOCOL = ("FID as printed in the papers the notes quote (Inception feature
 R5 = Report(
     "r5", "R5: WGAN, WAE, AE-OT and AE-OT-GAN (lecture notes): MNIST and Fashion-MNIST", "fid", _R5_PROTOCOL,
     _aeot_table("mnist", "AE-OT comparison, MNIST", {
-        "NS GAN": (6.8, 0.5), "LSGAN": (7.8, 0.6), "WGAN": (6.7, 0.4), "BEGAN": (13.1, 1.0), "VAE": (23.8, 0.6),
-        "GLANN": (8.6, 0.1), "AE (reconstruction)": (5.5, None), "AE-OT": (6.2, 0.2)})
+        "NS GAN": (6.8, 0.5), "LSGAN": (7.8, 0.6), "WGAN": (6.7, 0.4), "BEGAN": (13.1, 1.0),
+        "VAE": (23.8, 0.6), "GLANN": (8.6, 0.1), "AE (reconstruction)": (5.5, None), "AE-OT": (6.2, 0.2)})
     + _aeot_table("fashion_mnist", "AE-OT comparison, Fashion-MNIST", {
         "NS GAN": (26.5, 1.6), "LSGAN": (30.7, 2.2), "WGAN": (21.5, 1.6), "BEGAN": (22.9, 0.9),
         "VAE": (58.7, 1.2), "GLANN": (13.0, 0.1), "AE (reconstruction)": (4.7, None), "AE-OT": (10.1, 0.3)}),

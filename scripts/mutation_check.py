@@ -65,7 +65,8 @@ ADVERSARIAL = ("tests/test_updates_adversarial.py",)
 OT_AE = ("tests/test_updates_ot_ae.py",)
 SAMPLERS = ("tests/test_samplers.py", "tests/test_updates_infra.py")
 DATA = ("tests/test_data_and_points.py", "tests/test_updates_infra.py")
-TRAINER = ("tests/test_updates_infra.py", "tests/test_trainer.py", "tests/test_ema.py", "tests/test_schedule.py")
+TRAINER = ("tests/test_updates_infra.py", "tests/test_trainer.py", "tests/test_ema.py",
+           "tests/test_schedule.py")
 CHECKPOINT = ("tests/test_trainer.py", "tests/test_updates_infra.py")
 LOSSES = ("tests/test_losses.py", "tests/test_losses_ot_methods.py")
 METRICS = ("tests/test_metrics_images.py", "tests/test_data_and_points.py")
@@ -397,8 +398,8 @@ def run_command(cmd: list[str], cwd: Path, timeout: float) -> tuple[int | None, 
     """(return code or None on timeout, combined output, seconds); on timeout the whole process group is
     killed (pytest may have started subprocesses of its own)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(cwd), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out, time.perf_counter() - t0
@@ -517,14 +518,19 @@ def select(args: argparse.Namespace) -> list[Mutant]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated mutant ids")
-    parser.add_argument("--area", help="comma-separated areas: " + ", ".join(sorted({m.area for m in MUTANTS})))
-    parser.add_argument("--list", action="store_true", help="print the catalogue (and whether each is stale)")
-    parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, one copy each (default 1)")
+    parser.add_argument("--area",
+                        help="comma-separated areas: " + ", ".join(sorted({m.area for m in MUTANTS})))
+    parser.add_argument("--list", action="store_true",
+                        help="print the catalogue (and whether each is stale)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="mutants run in parallel, one copy each (default 1)")
     parser.add_argument("--all-tests", action="store_true", help="run the whole fast suite for every mutant")
-    parser.add_argument("--tests", help="comma-separated test files (or file::test) to run for every mutant "
-                                         "instead of each mutant's own list (e.g. to see what one file kills)")
+    parser.add_argument("--tests",
+                        help="comma-separated test files (or file::test) to run for every mutant "
+                             "instead of each mutant's own list (e.g. to see what one file kills)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (default 300)")
     parser.add_argument("--rev", help="mutate the tracked files of this commit instead of the working tree")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
@@ -537,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in mutants:
             reason = stale_reason(m, REPO) if not args.rev else None
             flag = f"  [STALE in the working tree: {reason}]" if reason else ""
-            print(f"{m.id:<34} {m.area:<10} {m.path}\n    {m.description}{flag}\n    tests: {' '.join(m.tests)}")
+            print(f"{m.id:<34} {m.area:<10} {m.path}\n    {m.description}{flag}\n"
+                  f"    tests: {' '.join(m.tests)}")
         print(f"\n{len(mutants)} mutants")
         return 0
     if not mutants:
@@ -568,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
                 rc, out, seconds = run_command(pytest_cmd(baseline), copies[0], args.timeout * 3)
                 if rc != 0:
                     print(out[-6000:])
-                    print(f"baseline FAILED (exit {rc}, {seconds:.0f} s): the unmutated tests must pass; aborting")
+                    print(f"baseline FAILED (exit {rc}, {seconds:.0f} s): "
+                          "the unmutated tests must pass; aborting")
                     return 2
                 print(f"baseline passed in {seconds:.0f} s", flush=True)
 
