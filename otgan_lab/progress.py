@@ -88,6 +88,9 @@ class ProgressReporter:
                  enabled: bool | None = None) -> None:
         self.total, self.description = total, description
         self.interactive = sys.stdout.isatty() if enabled is None else enabled
+        # a logging.config.dictConfig with disable_existing_loggers (Hydra's `disabled` logging of another app
+        # in this process, a library's setup) switches the transcript off for good: this run's lines are kept
+        TRANSCRIPT.disabled = False
         self._t0, self._start = time.perf_counter(), start
         self._last_step, self._last_time, self._phase_time = start, self._t0, 0.0
         self.step, self.steps_per_sec = start, 0.0
