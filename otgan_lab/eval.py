@@ -10,7 +10,6 @@ writes a record of its own (method "external") to `<PATH>.otlab.json` or `out=`;
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.table import Table
 from otgan_lab import __version__, build, records, runconfig
 from otgan_lab.data.samples import MixedSizesError, match_reference, read_samples
 from otgan_lab.data.splits import load_split
-from otgan_lab.errors import ConfigError, OtlabError
+from otgan_lab.errors import ConfigError
 from otgan_lab.paths import conf_dir
 from otgan_lab.rundir import RunDir
 
@@ -165,7 +164,7 @@ _ARGV: list[str] = []  # the user's own arguments (without the run's group choic
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
 def hydra_main(app_cfg: DictConfig) -> None:
-    try:
+    with runconfig.user_errors("eval"):
         if app_cfg.samples is not None:
             if app_cfg.real is None or app_cfg.run is not None:
                 raise ConfigError("samples=<path> is scored against real=<dataset or folder>, not a run "
@@ -195,15 +194,7 @@ def hydra_main(app_cfg: DictConfig) -> None:
                 evaluate_run(run_dir, cfg)
         else:
             evaluate_real(str(app_cfg.real), floor_config(app_cfg, str(app_cfg.real), _ARGV))
-    except OtlabError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab eval:[/] {escape(str(exc))}")
-        sys.exit(2)
 
 
 def main() -> None:
-    from otgan_lab.cli import add_user_import_paths
-
-    add_user_import_paths(sys.argv[1:])  # a run trained with `_target_: my_nets.Gen` from the user's folder
-    _ARGV[:] = sys.argv[1:]
-    sys.argv[1:] = runconfig.app_argv(_ARGV)
-    hydra_main()
+    runconfig.launch(hydra_main, _ARGV)

@@ -26,12 +26,10 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.markup import escape
 from torch import nn
 
 from otgan_lab import __version__, build, checkpoint, runconfig
-from otgan_lab.errors import ConfigError, OtlabError
+from otgan_lab.errors import ConfigError
 from otgan_lab.paths import conf_dir
 
 OT_MAP_PRIOR = "ot_map"  # prior_kind of methods whose codes come from a latent OT map (no sample())
@@ -178,15 +176,12 @@ def usage(info: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="export")
 def hydra_main(app_cfg: DictConfig) -> None:
-    try:
+    with runconfig.user_errors("export"):
         use_ema = app_cfg.use_ema
         if use_ema is not None and not isinstance(use_ema, bool):
             raise ConfigError(f"use_ema must be true, false or null, got {use_ema!r}")
         run_dir = Path(app_cfg.run)
         info = export_run(run_dir, Path(app_cfg.out) if app_cfg.out else None, use_ema, str(app_cfg.device))
-    except OtlabError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab export:[/] {escape(str(exc))}")
-        sys.exit(2)
     weights = "EMA weights" if info["ema"] else "raw weights (no EMA in the checkpoint)" if use_ema is None \
         else "raw weights"
     print(f"exported the generator of {run_dir} ({info['method']} on {info['dataset']}, step {info['step']}, "

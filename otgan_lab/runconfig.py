@@ -8,6 +8,9 @@ run's node, and every `key=value` the user gives is set on top, in Hydra's overr
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from otgan_lab import checkpoint, records
-from otgan_lab.errors import ConfigError
+from otgan_lab.errors import ConfigError, OtlabError
 from otgan_lab.paths import conf_dir
 
 GROUPS = ("sampler", "metrics")
@@ -136,3 +139,27 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     if result is None or not isinstance(result.get("config"), dict):
         raise ConfigError(f"{run_dir / records.RESULT_FILE} is unreadable or holds no config")
     return result["config"]
+
+
+@contextlib.contextmanager
+def user_errors(app: str) -> Iterator[None]:
+    """Bad input inside an app: one message (never read as rich markup) and exit code 2, no traceback."""
+    try:
+        yield
+    except OtlabError as exc:
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab {app}:[/] {escape(str(exc))}")
+        sys.exit(2)
+
+
+def launch(hydra_main: Callable[[], Any], user_argv: list[str], groups: tuple[str, ...] = GROUPS) -> None:
+    """Run an app over a run: the user's folders importable (a run trained with `_target_: my_nets.Gen`),
+    the user's own arguments kept in `user_argv`, the run's own group choices added for Hydra."""
+    from otgan_lab.cli import add_user_import_paths
+
+    add_user_import_paths(sys.argv[1:])
+    user_argv[:] = sys.argv[1:]
+    sys.argv[1:] = app_argv(user_argv, groups)
+    hydra_main()

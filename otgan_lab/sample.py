@@ -8,17 +8,14 @@ run's saved config (not today's YAML) and its last checkpoint, so it works from 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.markup import escape
 
 from otgan_lab import build, runconfig
-from otgan_lab.errors import ConfigError, OtlabError
+from otgan_lab.errors import ConfigError
 from otgan_lab.evaluation import random_real
 from otgan_lab.paths import conf_dir
 from otgan_lab.viz import image_grid, save_png, scatter_plot
@@ -58,7 +55,7 @@ _ARGV: list[str] = []
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="sample")
 def hydra_main(app_cfg: DictConfig) -> None:
-    try:
+    with runconfig.user_errors("sample"):
         n, seed = app_cfg.n, app_cfg.seed
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer (how many samples), got {n!r}")
@@ -67,15 +64,7 @@ def hydra_main(app_cfg: DictConfig) -> None:
         run_dir = Path(app_cfg.run)
         cfg = runconfig.run_config(runconfig.saved_config(run_dir), app_cfg, _ARGV, APP_KEYS)
         sample_run(run_dir, cfg, n, seed, app_cfg.out)
-    except OtlabError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]otlab sample:[/] {escape(str(exc))}")
-        sys.exit(2)
 
 
 def main() -> None:
-    from otgan_lab.cli import add_user_import_paths
-
-    add_user_import_paths(sys.argv[1:])  # a run trained with `_target_: my_nets.Gen` from the user's folder
-    _ARGV[:] = sys.argv[1:]
-    sys.argv[1:] = runconfig.app_argv(_ARGV, groups=("sampler",))
-    hydra_main()
+    runconfig.launch(hydra_main, _ARGV, groups=("sampler",))
