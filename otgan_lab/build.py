@@ -263,14 +263,17 @@ def metric_problems(suites: dict[str, dict], data: DeviceDataset, n_samples: int
     from otgan_lab.metrics.features import backbone_problem
     from otgan_lab.metrics.images import resolve_backbone, resolve_logits_backbone
 
+    def backbone_problems(suite: str, resolve) -> list[str]:
+        params = suites[suite]
+        backbone = resolve(params.get("backbone", "auto"), data.name)
+        problem = backbone_problem(backbone, params.get("weights_path"))
+        return [f"metrics.{suite}.backbone={backbone}: {problem}"] if problem else []
+
     problems = [f"metrics.{name}: unknown metric suite; available: {', '.join(sorted(SUITES))}"
                 for name in suites if name not in SUITES]
     fid = suites.get("fid")
     if fid is not None:
-        backbone = resolve_backbone(fid.get("backbone", "auto"), data.name)
-        problem = backbone_problem(backbone, fid.get("weights_path"))
-        if problem:
-            problems.append(f"metrics.fid.backbone={backbone}: {problem}")
+        problems += backbone_problems("fid", resolve_backbone)
         if n_samples < 2:
             problems.append(f"eval.n_samples={n_samples}: FID needs at least 2 samples")
         k = fid.get("prdc_k") or 0
@@ -284,10 +287,7 @@ def metric_problems(suites: dict[str, dict], data: DeviceDataset, n_samples: int
                         f"eval.n_samples={n_samples} is fewer (raise it or set metrics.classifier.n_splits)")
     score = suites.get("inception_score")
     if score is not None:
-        backbone = resolve_logits_backbone(score.get("backbone", "auto"), data.name)
-        problem = backbone_problem(backbone, score.get("weights_path"))
-        if problem:
-            problems.append(f"metrics.inception_score.backbone={backbone}: {problem}")
+        problems += backbone_problems("inception_score", resolve_logits_backbone)
         splits = score.get("n_splits", 10)
         if not isinstance(splits, int) or isinstance(splits, bool) or not 1 <= splits <= n_samples:
             problems.append(f"metrics.inception_score.n_splits={splits!r} must be an integer in "

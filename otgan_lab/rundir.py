@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from otgan_lab.errors import RunDirError
-from otgan_lab.records import flatten
+from otgan_lab.records import clean_json, flatten, write_json_atomic
 
 LOCK_FILE = ".lock"
 IDENTITY_FILE = "run.json"
@@ -158,8 +158,6 @@ class RunDir:
         return False
 
     def write_identity(self, config: dict[str, Any], hydra_files: dict[str, str] | None = None) -> None:
-        from otgan_lab.records import write_json_atomic
-
         path = self.path / IDENTITY_FILE
         if path.is_file():
             return
@@ -217,8 +215,6 @@ class RunDir:
     # -- attempts -----------------------------------------------------------------------------------------
     def log_attempt(self, event: str, **fields: Any) -> None:
         """Append one line to attempts.jsonl (O_APPEND: whole lines, also beside another writer)."""
-        from otgan_lab.records import clean_json
-
         line = {"attempt": self.attempt, "event": event, "time": _now(), "pid": os.getpid(),
                 "host": socket.gethostname(), **fields}
         try:

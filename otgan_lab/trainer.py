@@ -171,8 +171,9 @@ class Trainer:
         (an overflowing scaled gradient) may report a NaN penalty by design: it is not a divergence unless the
         scaler keeps skipping (MAX_SKIPPED steps in a row: the loss itself is non-finite)."""
         finite = torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
-        if self.ctx.skipped is None:
-            self._skip_streak.zero_()
+        if self.ctx.skipped is None:  # no scaler stepped (fp32, bf16: no device op on this hot path)
+            if self.ctx.scalers:
+                self._skip_streak.zero_()
             return finite
         self._skip_streak.add_(1).mul_(self.ctx.skipped)
         return finite | (self.ctx.skipped & (self._skip_streak <= MAX_SKIPPED))

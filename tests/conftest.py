@@ -24,3 +24,12 @@ def shared_data_root():
     if root and os.path.exists(os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte")):
         return root
     return None
+
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype for one test (tiny nets checked against float64 oracles)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the prior draws follow the default dtype
+    yield
+    torch.set_default_dtype(previous)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -37,3 +39,34 @@ def tiny_trainer(cfg: DictConfig, out_dir: Path, steps: int = 3, **kw):
     trainer = Trainer(method, data, resolve_precision(cfg.precision, device), out_dir, JsonlLogger(out_dir),
                       **trainer_kw)
     return trainer
+
+
+def otlab(*args: str) -> tuple[int, str, str]:
+    """`otlab ARGS` in this process, Hydra included (a fraction of a second where a subprocess takes
+    seconds): (exit code, stdout, stderr)."""
+    from otgan_lab import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def recording_context_class():
+    """A StepContext that records the name of every optimizer update, in order (`ctx.updates`)."""
+    from otgan_lab.amp import StepContext
+
+    class RecordingContext(StepContext):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.updates: list[str] = []
+
+        def optimize(self, name, loss):
+            self.updates.append(name)
+            super().optimize(name, loss)
+
+    return RecordingContext

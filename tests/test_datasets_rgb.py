@@ -9,8 +9,6 @@ folder trees of PNG/JPEG files of mixed sizes and modes.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import pickle
@@ -21,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from otgan_lab import build, cli
+from otgan_lab import build
 from otgan_lab.data.celeba import celeba
 from otgan_lab.data.cifar import cifar10
 from otgan_lab.data.folder import image_folder
@@ -33,7 +31,7 @@ from otgan_lab.metrics.classifier import classifier_inception_score
 from otgan_lab.metrics.extractor import FeatureExtractor
 from otgan_lab.nets.dcgan import ConvCritic, ConvGenerator
 from otgan_lab.nets.resnet import ResNetCritic, ResNetGenerator
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, otlab
 
 CIFAR_BATCH = 12  # images per generated batch file (the real ones hold 10,000)
 
@@ -112,17 +110,6 @@ def tiny_inception(monkeypatch, tmp_path):
     monkeypatch.setattr(image_metrics_module, "_EXTRACTORS", {})
     monkeypatch.setattr(image_metrics_module, "_REFERENCE", {})
     monkeypatch.setenv("OTLAB_CACHE", str(tmp_path / "stats"))
-
-
-def otlab(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 # -------------------------------------------------------------------------------------------------- CIFAR-10

@@ -21,26 +21,15 @@ import textwrap
 import pytest
 import torch
 
-from otgan_lab import cli, progress
+from otgan_lab import progress
 from otgan_lab.loggers import default_tags, protocol_config, training_rates
 from otgan_lab.progress import ProgressReporter, format_duration, format_losses
+from tests.helpers import otlab
 
 TINY = ("trainer.log_every=2", "eval.n_samples=100", "metrics.points2d.w2_points=100",
         "dataset.n_points=1000", "trainer.progress=false", "batch_size=32")
 WGAN_GP = {"critic_loss": -1.819, "gradient_penalty": 0.01445, "generator_loss": -0.4809,
            "wasserstein_estimate": 1.819}
-
-
-def otlab(*args: str) -> tuple[int, str, str]:
-    """`otlab ARGS` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -288,7 +277,6 @@ def _has_module(name: str) -> bool:
         return False
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (_has_module("hydra_plugins.hydra_optuna_sweeper")
                          and _has_module("hydra_plugins.hydra_joblib_launcher")),
                     reason="hydra-optuna-sweeper or hydra-joblib-launcher missing (pip install -e .[sweeps])")

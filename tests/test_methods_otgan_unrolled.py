@@ -23,6 +23,7 @@ from otgan_lab.methods.otgan import OTGAN
 from otgan_lab.methods.unrolled import UnrolledGAN
 from otgan_lab.nets.mlp import MLPCritic, MLPGenerator
 from otgan_lab.paths import conf_dir
+from tests.helpers import recording_context_class
 
 FP32 = Precision("fp32", "cpu")
 
@@ -32,16 +33,7 @@ def _compose(*overrides: str):
         return compose("config", overrides=["logger=none", *overrides])
 
 
-class RecordingContext(StepContext):
-    """A StepContext that records which optimizer each update went to."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.updates: list[str] = []
-
-    def optimize(self, name, loss):
-        self.updates.append(name)
-        super().optimize(name, loss)
+RecordingContext = recording_context_class()
 
 
 # ----------------------------------------------------------------------------------------------------------

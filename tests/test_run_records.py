@@ -8,9 +8,7 @@ second; a few cases that need a real process (a pipe closed early, a kill -9, a 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import signal
@@ -22,23 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from otgan_lab import cli
 from otgan_lab.rundir import ATTEMPTS_FILE, LOCK_FILE, RunDir, read_attempts
+from tests.helpers import otlab
 
 TINY = ("method=gan", "trainer.steps=20", "eval.n_samples=100", "metrics.points2d.w2_points=100",
         "dataset.n_points=1000", "logger=none", "trainer.progress=false", "trainer.log_every=5")
-
-
-def otlab(*args: str) -> tuple[int, str, str]:
-    """`otlab ARGS` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def snapshot(run_dir: Path, skip: tuple[str, ...] = (ATTEMPTS_FILE, LOCK_FILE)) -> dict[str, str]:

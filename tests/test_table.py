@@ -370,7 +370,6 @@ def _has_module(name: str) -> bool:
         return False
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not _has_module("hydra_plugins.hydra_submitit_launcher"),
                     reason="hydra-submitit-launcher not installed (pip install -e .[sweeps])")
 def test_submitit_local_launcher_runs_two_jobs(tmp_path: Path):

@@ -40,14 +40,6 @@ LR_G, LR_D = 0.07, 0.13  # different, so an update sent to the wrong optimizer c
 
 
 # -- plumbing ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # the prior draws follow the default dtype
-    yield
-    torch.set_default_dtype(previous)
-
-
 class Recorder(nn.Module):
     """Wraps a network and records every input it is called on, and whether that input was a leaf that
     required grad (the input of an input-gradient penalty; a generated batch fed to the critic is not)."""

@@ -33,13 +33,14 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
 
-from otgan_lab.amp import Precision, StepContext
+from otgan_lab.amp import Precision
 from otgan_lab.methods.aeot import AEOT
 from otgan_lab.methods.aeot_gan import AEOTGAN
 from otgan_lab.methods.mdgan import MDGAN
 from otgan_lab.methods.otgan import OTGAN
 from otgan_lab.methods.unrolled import UnrolledGAN
 from otgan_lab.methods.wae import WAEGAN, WAEMMD
+from tests.helpers import recording_context_class
 
 FP32 = Precision("fp32", "cpu")
 TOL64 = dict(rtol=1e-9, atol=1e-11)  # float64 nets, float64 losses
@@ -47,14 +48,6 @@ TOL32 = dict(rtol=2e-5, atol=2e-6)  # the autoencoder methods compute their loss
 
 
 # -- plumbing ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # the prior draws follow the default dtype
-    yield
-    torch.set_default_dtype(previous)
-
-
 class RealBatches:
     """real(n): a fresh, recorded batch on every call, from its own generator (not the global RNG)."""
 
@@ -76,16 +69,7 @@ class RealBatches:
         return out
 
 
-class RecordingContext(StepContext):
-    """A StepContext that records the name of every optimizer update, in order."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.updates: list[str] = []
-
-    def optimize(self, name, loss):
-        self.updates.append(name)
-        super().optimize(name, loss)
+RecordingContext = recording_context_class()
 
 
 def sgd(lr: float):
