@@ -130,8 +130,10 @@ class RunDir:
         result = self.path / "result.json"
         if result.is_file():
             try:
-                config = json.loads(result.read_text()).get("config")
-                if isinstance(config, dict) and config:
+                record = json.loads(result.read_text())
+                config = record.get("config")
+                # a sweep job refused before training keeps a failed record, but no experiment ran there
+                if isinstance(config, dict) and config and record.get("stage") != "before training":
                     return identity(config), str(result)
             except (OSError, ValueError, AttributeError):
                 pass

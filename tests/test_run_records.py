@@ -346,3 +346,18 @@ def test_eval_and_sample_compose_groups_and_keys_over_the_saved_config(finished_
                            f"out={finished_run / 'five.png'}")
     assert code == 0, err
     assert torch.load(finished_run / "five.pt").shape == (5, 2)
+
+
+def test_a_job_refused_before_training_does_not_pin_its_dir(tmp_path):
+    """A sweep job that failed its checks keeps a failed record (the sweep's table shows it); the corrected
+    command may then run in that dir, while a record of a run that trained does pin it."""
+    from otgan_lab.errors import RunDirError
+
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    record = {"status": "failed", "stage": "before training", "config": {"seed": "abc"}}
+    (run_dir / "result.json").write_text(json.dumps(record))
+    assert RunDir(run_dir).check_identity({"seed": 0}) is True
+    (run_dir / "result.json").write_text(json.dumps({**record, "stage": None, "status": "interrupted"}))
+    with pytest.raises(RunDirError, match="seed: abc -> 0"):
+        RunDir(run_dir).check_identity({"seed": 0})
