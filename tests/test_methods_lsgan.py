@@ -10,9 +10,6 @@ import torch
 
 import tests.test_updates_adversarial as adv
 from otgan_lab.methods.lsgan import LSGAN
-from tests.test_updates_adversarial import float64
-
-__all__ = ["float64"]  # the fixture, used by name
 
 
 @pytest.mark.parametrize("a, b, c", [(0.0, 1.0, 1.0), (-1.0, 1.0, 0.0)])  # 0-1 coding, the paper's chi^2 form
