@@ -9,9 +9,11 @@ output, then divide by the scale) so the penalty sees true gradients under fp16.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
@@ -45,6 +47,54 @@ class Precision:
 def upcast(t: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 -> float32; float32 and float64 unchanged (losses and scores keep full precision)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+class _FullPrecision:
+    """Forward hooks that run one module with autocast off and its floating inputs in float32.
+
+    Hooks rather than a wrapper module: the state_dict keys stay those of the bare network, and a deep copy
+    (the EMA's) carries the hooks along without pointing back at the original. The post-hook is registered
+    with always_call, so an exception inside the module cannot leave autocast switched off.
+    """
+
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+        self.contexts: list[contextlib.AbstractContextManager | None] = []
+
+    def before(self, module: nn.Module, args: tuple) -> tuple:
+        if not torch.is_autocast_enabled(self.device_type):
+            self.contexts.append(None)
+            return args
+        context = torch.autocast(self.device_type, enabled=False)
+        context.__enter__()
+        self.contexts.append(context)
+        return tuple(upcast(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+    def after(self, module: nn.Module, args: tuple, output):
+        context = self.contexts.pop() if self.contexts else None
+        if context is not None:
+            context.__exit__(None, None, None)
+        return output
+
+
+def keep_fp32(root: nn.Module, paths: Sequence[str], device_type: str) -> list[str]:
+    """Run the submodules of `root` named by dotted `paths` (e.g. "critic", "generator.head") in float32 while
+    the rest of the step runs under bf16/fp16 autocast. Weights and optimizer state are float32 under autocast
+    anyway; this chooses which forward computations (and their backward) stay in full precision. A no-op
+    outside autocast. Returns the paths it applied; raises ValueError naming the valid paths for a wrong one.
+    """
+    named = dict(root.named_modules())
+    unknown = [p for p in paths if p not in named or p == ""]
+    if unknown:
+        valid = [name for name in named if name and name.count(".") <= 1]
+        raise ValueError(f"fp32_modules: no module {unknown} in this model; paths name the method's networks "
+                         f"and their layers, e.g. {', '.join(valid[:12])}")
+    for path in paths:
+        hooks = _FullPrecision(device_type)
+        module = named[path]
+        module.register_forward_pre_hook(hooks.before)
+        module.register_forward_hook(hooks.after, always_call=True)
+    return list(paths)
 
 
 def resolve_precision(

@@ -16,7 +16,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from otgan_lab.amp import PrecisionError, resolve_precision
+from otgan_lab.amp import PrecisionError, keep_fp32, resolve_precision
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.errors import ConfigError, OtlabError
 from otgan_lab.evaluation import Evaluator
@@ -202,6 +202,10 @@ def build_method(cfg: DictConfig, device: torch.device):
             f"method {method.name!r} uses a per-sample gradient penalty, which BatchNorm in the critic "
             "breaks; set model.nets.critic.batchnorm=false (LayerNorm is fine)"
         )
+    try:  # under autocast, these networks or layers compute in float32 (a no-op at fp32)
+        keep_fp32(method.nets, list(cfg.get("fp32_modules") or []), device.type)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return method.to(device)
 
 

@@ -10,17 +10,30 @@ measured in this one run, at fp32 on both sides and with otlab under bf16 autoca
     python scripts/bench_train.py --steps 200 --batch-size 64         # CPU, MNIST from $OTLAB_DATA
     python scripts/bench_train.py --device cuda --precision-compare   # + bf16 vs fp32, model=dcgan, batch 256
     python scripts/bench_train.py --methods gan --relative uot,mdgan,aeot,wae_mmd   # step cost vs gan
+    python scripts/bench_train.py --nets peer --methods gan,wgan_gp   # vs the PyTorch-GAN scripts, per lever
+
+--nets peer: the reference is the loop of the most widely used PyTorch GAN scripts (PyTorch-GAN's gan.py and
+wgan_gp.py) at their own networks (model=mlp_bn here), written the way they are: a torchvision dataset with
+Resize/ToTensor/Normalize and a shuffling DataLoader, Adam with torch's default kernels, .item() on the losses
+every batch. gan: one generated batch serves the generator step and then, detached, the discriminator step
+(sigmoid + BCELoss). wgan_gp: every batch is a critic step on a fresh G(z) built with autograd on (so the
+critic loss also backpropagates into the generator, as the script does), and every 5th batch a generator step
+on a second forward of the same z. otlab is timed at its defaults and with each lever alone: reuse_fake (one
+generator forward per iteration), compile (torch.compile of the networks), bf16 autocast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import tempfile
 import time
 
 import torch
 from hydra.utils import instantiate
+from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -53,7 +66,7 @@ def compose(*overrides):
 
 
 def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, extra=(),
-                optimizer_impl="auto"):
+                optimizer_impl="auto", compile_nets=False):
     """Generator iterations per second of otlab's trainer (model=None: the method's own default nets).
 
     Timed by the trainer itself over its loop (TrainOutcome.steps_per_sec, which ends on a logging step's
@@ -66,15 +79,28 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, ex
     build.seed_everything(0)
     data = build.build_dataset(cfg, 0, device)
     method_obj = build.build_method(cfg, device)
+    if compile_nets:
+        compile_networks(method_obj)
     with tempfile.TemporaryDirectory() as out:
         def run(steps):
             trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(),
                               steps=steps, log_every=min(args.log_every, steps), checkpoint_every=0,
                               progress=False, optimizer_impl=optimizer_impl)
-            return trainer.fit()
+            with contextlib.redirect_stdout(io.StringIO()):  # its log lines would bury the table
+                return trainer.fit()
 
         run(args.warmup)
         return run(args.steps).steps_per_sec, cfg.model.name
+
+
+def compile_networks(method_obj):
+    """torch.compile each network in place (nn.Module.compile: state_dict keys unchanged). A critic whose
+    input gradient is differentiated again (WGAN-GP's penalty) stays eager: compiled graphs have no double
+    backward."""
+    for name, net in method_obj.nets.items():
+        if name == "critic" and type(method_obj).__name__ == "WGANGP":
+            continue
+        net.compile()
 
 
 def sync(device):
@@ -153,10 +179,152 @@ def bench_reference(method, args):
     return args.steps / elapsed, data_time[0] / elapsed
 
 
+class PeerGenerator(nn.Module):
+    """The PyTorch-GAN scripts' generator: blocks Linear [+ BatchNorm1d(out, 0.8)] + LeakyReLU(0.2)."""
+
+    def __init__(self, z_dim=100, shape=(1, 28, 28)):
+        super().__init__()
+
+        def block(fan_in, fan_out, normalize=True):
+            layers = [nn.Linear(fan_in, fan_out)]
+            if normalize:
+                layers.append(nn.BatchNorm1d(fan_out, 0.8))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            return layers
+
+        self.shape = shape
+        self.model = nn.Sequential(*block(z_dim, 128, normalize=False), *block(128, 256), *block(256, 512),
+                                   *block(512, 1024), nn.Linear(1024, 784), nn.Tanh())
+
+    def forward(self, z):
+        return self.model(z).view(z.size(0), *self.shape)
+
+
+def peer_critic(sigmoid):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.LeakyReLU(0.2, inplace=True), nn.Linear(512, 256),
+                         nn.LeakyReLU(0.2, inplace=True), nn.Linear(256, 1), *([nn.Sigmoid()] if sigmoid else []))
+
+
+def bench_peer(method, args):
+    """The PyTorch-GAN scripts' loops (gan.py, wgan_gp.py) at their networks; generator iterations per
+    second (wgan_gp: one per 5 batches) and the DataLoader's share of the time."""
+    device, n, z_dim = torch.device(args.device), args.batch_size, 100
+    torch.manual_seed(0)
+    generator, critic = PeerGenerator().to(device), peer_critic(sigmoid=method == "gan").to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    tf = transforms.Compose([transforms.Resize(28), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    dataset = datasets.MNIST(os.environ.get("OTLAB_DATA", "data"), train=True, transform=tf, download=False)
+    loader = DataLoader(dataset, batch_size=n, shuffle=True, drop_last=True, num_workers=args.workers)
+    bce = nn.BCELoss()
+    batches, data_time = iter(loader), [0.0]
+
+    def real():
+        nonlocal batches
+        t = time.perf_counter()
+        try:
+            x, _ = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, _ = next(batches)
+        x = x.to(device)
+        data_time[0] += time.perf_counter() - t
+        return x
+
+    def gan_iteration():
+        imgs = real()
+        valid, fake = torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)
+        opt_g.zero_grad()
+        gen_imgs = generator(torch.randn(n, z_dim, device=device))
+        g_loss = bce(critic(gen_imgs), valid)
+        g_loss.backward()
+        opt_g.step()
+        opt_d.zero_grad()
+        d_loss = (bce(critic(imgs), valid) + bce(critic(gen_imgs.detach()), fake)) / 2
+        d_loss.backward()
+        opt_d.step()
+        _ = (d_loss.item(), g_loss.item())
+
+    def gradient_penalty_of(real_imgs, fake_imgs):
+        alpha = torch.rand(real_imgs.size(0), 1, 1, 1, device=device)
+        interpolates = (alpha * real_imgs + (1 - alpha) * fake_imgs).requires_grad_(True)
+        out = critic(interpolates)
+        grads = torch.autograd.grad(out, interpolates, grad_outputs=torch.ones_like(out), create_graph=True,
+                                    retain_graph=True, only_inputs=True)[0].view(real_imgs.size(0), -1)
+        return ((grads.norm(2, dim=1) - 1) ** 2).mean()
+
+    def wgan_gp_iteration():
+        for i in range(5):
+            imgs = real()
+            opt_d.zero_grad()
+            z = torch.randn(n, z_dim, device=device)
+            fake_imgs = generator(z)
+            gp = gradient_penalty_of(imgs.data, fake_imgs.data)
+            d_loss = -critic(imgs).mean() + critic(fake_imgs).mean() + 10 * gp
+            d_loss.backward()
+            opt_d.step()
+            opt_g.zero_grad()
+            if i == 0:
+                g_loss = -critic(generator(z)).mean()
+                g_loss.backward()
+                opt_g.step()
+            _ = (d_loss.item(), g_loss.item())
+
+    iteration = gan_iteration if method == "gan" else wgan_gp_iteration
+    for _ in range(args.warmup):
+        iteration()
+    sync(device)
+    data_time[0] = 0.0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        iteration()
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    return args.steps / elapsed, data_time[0] / elapsed
+
+
+PEER_LEVERS = {  # label -> bench_otlab keywords, each lever alone on top of otlab's defaults (model=mlp_bn)
+    "fp32": {},
+    "reuse_fake": {"extra": ("method.reuse_fake=true",)},
+    "compile": {"compile_nets": True},
+    "bf16": {"precision": "bf16"},
+    "all": {"extra": ("method.reuse_fake=true",), "compile_nets": True, "precision": "bf16"},
+}
+
+
+def main_peer(args):
+    levers = [k for k in PEER_LEVERS if k in args.levers.split(",")]
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up), MNIST, best of "
+          f"{args.repeats} interleaved repeats")
+    print("ref: the PyTorch-GAN scripts' loop at their networks; otlab at model=mlp_bn (the same networks);\n"
+          "each column is otlab's images/s over the reference's, one lever at a time on otlab's defaults\n"
+          "(fp32 = the defaults; all = every lever together).")
+    print(f"{'method':<8} {'ref it/s':>9} {'ref img/s':>10} {'ref data':>9} "
+          + " ".join(f"{k:>11}" for k in levers))
+    for method in args.methods.split(","):
+        runs = {k: [] for k in ["ref", *levers]}
+        shares = []
+        for _ in range(args.repeats):
+            ref, share = bench_peer(method, args)
+            runs["ref"].append(ref)
+            shares.append(share)
+            for k in levers:
+                runs[k].append(bench_otlab(method, args, model="mlp_bn", **PEER_LEVERS[k])[0])
+        best = {k: max(v) for k, v in runs.items()}
+        imgs = CRITIC_STEPS[method] * args.batch_size
+        print(f"{method:<8} {best['ref']:>9.1f} {best['ref'] * imgs:>10.0f} {min(shares):>9.0%} "
+              + " ".join(f"{best[k] / best['ref']:>10.2f}x" for k in levers))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="gan,wgan_clip,wgan_gp")
+    parser.add_argument("--nets", choices=("mlp", "peer"), default="mlp",
+                        help="mlp: model=mlp vs a plain loop; peer: the PyTorch-GAN scripts at their networks")
+    parser.add_argument("--levers", default=",".join(PEER_LEVERS),
+                        help=f"--nets peer: otlab variants to time ({', '.join(PEER_LEVERS)})")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -175,6 +343,11 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.nets == "peer":
+        unknown = sorted(set(args.methods.split(",")) - {"gan", "wgan_gp"})
+        if unknown:
+            parser.error(f"--nets peer has reference loops for gan and wgan_gp only, not {unknown}")
+        return main_peer(args)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up), model=mlp, MNIST, "
           f"best of {args.repeats} interleaved repeats")

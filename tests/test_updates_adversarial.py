@@ -154,30 +154,32 @@ def context(method) -> StepContext:
 # replaced by MM and MM by NS, R1 with gamma instead of gamma/2, R1 on the fake logits, input gradient
 # without create_graph, the generator loss sent to the critic optimizer, the prior's normal/uniform branches
 # swapped, U[0, 1] for U[-1, 1]. Also checks one real batch of n, fresh z for each generator call, and that
-# the generator step runs on the updated critic.
+# the generator step runs on the updated critic. reuse_fake=True (one generator forward per iteration): seen to
+# fail when the generator step draws fresh noise or runs on the critic before its update.
+@pytest.mark.parametrize("reuse_fake", [False, True])
 @pytest.mark.parametrize(("form", "r1_gamma", "prior"), [
     ("non_saturating", 0.0, "normal"),
     ("minimax", 0.0, "uniform"),
     ("non_saturating", 1.5, "normal"),
     ("minimax", 1.5, "uniform"),
 ])
-def test_gan_one_step_matches_the_paper(float64, form, r1_gamma, prior):
+def test_gan_one_step_matches_the_paper(float64, form, r1_gamma, prior, reuse_fake):
     n, z_dim = 64, 4
     torch.manual_seed(0)
     G, D = Recorder(generator_net(z_dim)), Critic(2)
     G0, D0 = copy.deepcopy(G.net), copy.deepcopy(D)
     m = GAN(name="gan", batch_size=n, prior={"kind": prior, "dim": z_dim},
             optim={"generator": sgd(LR_G), "critic": sgd(LR_D)}, generator=G, critic=D,
-            generator_loss=form, r1_gamma=r1_gamma)
+            generator_loss=form, r1_gamma=r1_gamma, reuse_fake=reuse_fake)
     real = RealBatches(2)
     torch.manual_seed(1)
     logs = m.train_step(real, context(m))
 
-    # schedule: one real batch, one detached fake batch for D, fresh noise for G
+    # schedule: one real batch, one detached fake batch for D, fresh noise for G (reuse_fake: the same batch)
     assert real.sizes == [n]
-    assert len(G.inputs) == 2
+    assert len(G.inputs) == (1 if reuse_fake else 2)
     assert_prior(G.inputs, prior, n, z_dim)
-    x, (z_d, z_g) = real.batches[0], G.inputs
+    x, z_d, z_g = real.batches[0], G.inputs[0], G.inputs[-1]
 
     # expected: critic step  L_D = E softplus(-l(x)) + E softplus(l(G(z)))  [+ (gamma/2) E ||grad_x l(x)||^2]
     G1, D1 = copy.deepcopy(G0), copy.deepcopy(D0)
@@ -346,7 +348,9 @@ def test_wgan_clip_warmup_schedule_critic_steps(float64, step, warmup, expected)
 # lambda on the Wasserstein term instead, one epsilon for the whole batch, one epsilon per coordinate, the
 # penalty at the real points only, input gradient without create_graph, the critic loss's sign, the
 # generator loss's sign, the generator loss sent to the critic optimizer, the prior's branches swapped.
-def test_wgan_gp_one_step_matches_the_paper():
+# reuse_fake=True: the generator step on the last critic step's noise, through the updated critic.
+@pytest.mark.parametrize("reuse_fake", [False, True])
+def test_wgan_gp_one_step_matches_the_paper(reuse_fake):
     n, z_dim, n_critic, lam = 32, 3, 3, 3.0
     torch.manual_seed(0)
     G, D = Recorder(generator_net(z_dim)), Recorder(Critic(2))
@@ -356,13 +360,13 @@ def test_wgan_gp_one_step_matches_the_paper():
     G0, D0 = copy.deepcopy(G.net), copy.deepcopy(D.net)
     m = WGANGP(name="wgan_gp", batch_size=n, prior={"kind": "normal", "dim": z_dim},
                optim={"generator": sgd(LR_G), "critic": sgd(LR_D)}, generator=G, critic=D,
-               n_critic=n_critic, gp_weight=lam)
+               n_critic=n_critic, gp_weight=lam, reuse_fake=reuse_fake)
     real = RealBatches(2, dtype=torch.float32)
     torch.manual_seed(1)
     logs = m.train_step(real, context(m))
 
     assert real.sizes == [n] * n_critic
-    assert len(G.inputs) == n_critic + 1
+    assert len(G.inputs) == n_critic + (0 if reuse_fake else 1)
     assert_prior(G.inputs, "normal", n, z_dim)
     # the penalty's inputs: the leaf critic inputs that require grad, one batch of n per critic step
     x_hats = [x for x, leaf in zip(D.inputs, D.penalty_input) if leaf]
@@ -385,7 +389,7 @@ def test_wgan_gp_one_step_matches_the_paper():
         wasserstein = D1(fake).mean() - D1(x).mean()
         gp = ((input_grad(D1(x_hat), x_hat).pow(2).sum(1).sqrt() - 1) ** 2).mean()
         sgd_step(D1, wasserstein + lam * gp, LR_D)
-    generator_loss = -D1(G1(G.inputs[n_critic])).mean()
+    generator_loss = -D1(G1(G.inputs[-1])).mean()
     sgd_step(G1, generator_loss, LR_G)
 
     eps = torch.cat(epsilons)  # per sample and fresh each step: spread over [0, 1]

@@ -28,12 +28,13 @@ def activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _stack(sizes: Sequence[int], act: str, batchnorm: bool, layernorm: bool = False) -> list[nn.Module]:
+def _stack(sizes: Sequence[int], act: str, batchnorm: bool, layernorm: bool = False, *,
+           batchnorm_first: bool = True, bn_eps: float = 1e-5) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
-        if batchnorm:
-            layers.append(nn.BatchNorm1d(fan_out))
+        if batchnorm and (i > 0 or batchnorm_first):
+            layers.append(nn.BatchNorm1d(fan_out, eps=bn_eps))
         if layernorm:
             layers.append(nn.LayerNorm(fan_out))
         layers.append(activation(act))
@@ -51,11 +52,16 @@ class MLPGenerator(nn.Module):
         act: str = "relu",
         out_act: str = "linear",
         batchnorm: bool = False,
+        batchnorm_first: bool = True,
+        bn_eps: float = 1e-5,
     ) -> None:
+        """batchnorm_first=False: no BatchNorm after the first hidden layer (the PyTorch-GAN scripts' nets,
+        which also pass 0.8 where BatchNorm1d takes eps: model=mlp_bn keeps both)."""
         super().__init__()
         self.out_shape = tuple(out_shape)
         sizes = [z_dim, *hidden]
-        self.body = nn.Sequential(*_stack(sizes, act, batchnorm))
+        self.body = nn.Sequential(*_stack(sizes, act, batchnorm, batchnorm_first=batchnorm_first,
+                                          bn_eps=bn_eps))
         self.head = nn.Linear(sizes[-1], math.prod(self.out_shape))
         self.out = _OUTPUTS[out_act]()
 
