@@ -226,6 +226,44 @@ def test_otgan_one_schedule_cycle_matches_the_paper(float64):
     assert min(plan_path_seen.values()) > 1e-6, plan_path_seen  # >> TOL64: the test can tell the two apart
 
 
+# Mutations caught: sinkhorn_eps_scaling not passed to the solver (the capped unscaled solve is far from the
+# converged value); the range check dropped.
+def test_otgan_eps_scaling_reaches_the_converged_energy(float64):
+    """With sinkhorn_eps_scaling the logged energy is the converged one (oracle: the plain log-domain Sinkhorn
+    run to convergence), reached within a cap that the direct solve at this small eps cannot converge in."""
+    eps, cap = 0.002, 200
+    energies = {}
+    for scaling in (None, 0.5):
+        torch.manual_seed(0)
+        method = OTGAN(name="otgan", batch_size=OT_N, prior={"kind": "uniform", "dim": OT_Z},
+                       optim={"generator": sgd(OT_LR_G), "critic": sgd(OT_LR_C)}, critic_out_dim=OT_EMB,
+                       sinkhorn_eps=eps, sinkhorn_iters=cap, sinkhorn_tol=1e-9, sinkhorn_eps_scaling=scaling,
+                       generator=mlp(OT_Z, 8, 2), critic=mlp(2, 8, OT_EMB))
+        gen, critic = copy.deepcopy(method.nets["generator"]), copy.deepcopy(method.nets["critic"])
+        real = RealBatches(2)
+        torch.manual_seed(100)
+        out = method.train_step(real, RecordingContext(method.configure_optimizers(), FP32))
+        energies[scaling] = out["energy_distance"]
+    x1, x2 = real.take()
+    torch.manual_seed(100)
+    z = torch.rand(2 * OT_N, OT_Z) * 2.0 - 1.0
+    with torch.no_grad():
+        fake = gen(z)
+        emb = [critic(t) for t in (x1, x2, fake[:OT_N], fake[OT_N:])]
+
+    def w(u, v):
+        c = cosine(u, v)
+        return (sinkhorn_plan(c, eps, 20000) * c).sum()
+
+    converged = (w(emb[0], emb[2]) + w(emb[0], emb[3]) + w(emb[1], emb[2]) + w(emb[1], emb[3])
+                 - 2.0 * w(emb[0], emb[1]) - 2.0 * w(emb[2], emb[3]))
+    torch.testing.assert_close(energies[0.5], converged, rtol=1e-5, atol=1e-6)
+    assert (energies[None] - converged).abs().item() > 1e-4, "the test needs a cap the direct solve misses"
+    with pytest.raises(ValueError, match="sinkhorn_eps_scaling"):
+        OTGAN(name="otgan", batch_size=OT_N, prior={"kind": "uniform", "dim": OT_Z}, optim={},
+              sinkhorn_eps_scaling=1.5, generator=mlp(OT_Z, 8, 2), critic=mlp(2, 8, OT_EMB))
+
+
 # =========================================================================================================
 # MD-GAN (METHODS.md §7)
 # =========================================================================================================

@@ -41,7 +41,7 @@ class OTGAN(Method):
 
     def __init__(self, *, loss: str = "energy", n_gen: int = 3, critic_out_dim: int = 256,
                  sinkhorn_eps: float = 0.01, sinkhorn_iters: int = 500, sinkhorn_tol: float | None = 0.05,
-                 **kw):
+                 sinkhorn_eps_scaling: float | None = None, **kw):
         super().__init__(options={"loss": loss}, **kw)
         if loss not in LOSSES:
             raise ValueError(f"OT-GAN loss must be one of {LOSSES}, got {loss!r}")
@@ -49,7 +49,11 @@ class OTGAN(Method):
             raise ValueError("the cosine cost needs a critic embedding of >= 2 dims, got "
                              f"critic_out_dim={critic_out_dim}")
         self.loss, self.n_gen = loss, int(n_gen)
-        self.sinkhorn = {"eps": float(sinkhorn_eps), "n_iters": int(sinkhorn_iters)}
+        if sinkhorn_eps_scaling is not None and not 0.0 < sinkhorn_eps_scaling < 1.0:
+            raise ValueError("sinkhorn_eps_scaling must be null (solve at sinkhorn_eps directly) or a ratio in "
+                             f"(0, 1) by which eps is annealed down to sinkhorn_eps, got {sinkhorn_eps_scaling}")
+        self.sinkhorn = {"eps": float(sinkhorn_eps), "n_iters": int(sinkhorn_iters),
+                         "eps_scaling": None if sinkhorn_eps_scaling is None else float(sinkhorn_eps_scaling)}
         self.sinkhorn_tol = None if sinkhorn_tol is None else float(sinkhorn_tol)
         if loss == "cross_entropy":
             # The logit head joins the critic module, so the "critic" optimizer, checkpoints and samplers
