@@ -174,3 +174,30 @@ def record_problems(record: Any) -> list[str]:
         if entry.get("metric_specs") is not None:
             problems += _specs_problems(entry["metric_specs"], f"{where}.metric_specs")
     return problems
+
+
+def sampler_entry(metrics: dict[str, Any], evaluator, use_ema: bool, error: str | None) -> dict[str, Any]:
+    """One sampler's part of result.json: its metrics, protocol and specs, and its error if it failed."""
+    entry: dict[str, Any] = {"metrics": metrics, "protocol": evaluator.protocol, "use_ema": use_ema,
+                             "metric_specs": evaluator.metric_specs}
+    if error is not None:
+        entry["error"] = error
+    return entry
+
+
+def summary_text(record: dict[str, Any]) -> str:
+    """Plain text (printed without rich markup, so `[completed]` and user paths show as they are)."""
+    lines = [f"[{record['status']}] {record['method']} on {record['dataset']} ({record['model']}), "
+             f"{record.get('steps', 0)} steps, {record.get('steps_per_sec', 0):.1f} it/s, "
+             f"{record.get('wall_time', 0):.0f} s"]
+    for key, value in record.get("metrics", {}).items():
+        lines.append(f"  {key:>24s}: {value:.4g}" if isinstance(value, float) else f"  {key:>24s}: {value}")
+    for name, entry in (record.get("samplers") or {}).items():
+        if "error" in entry:
+            lines.append(f"  evaluation with sampler {name} failed: {entry['error']}")
+            lines.append(f"    the weights are saved; after fixing the cause, redo it with: "
+                         f"otlab eval run={record['run_dir']} sampler={name}")
+    if record.get("kept_record"):
+        lines.append(f"  note: {record['kept_record']}")
+    lines.append(f"  run dir: {record['run_dir']}")
+    return "\n".join(lines)

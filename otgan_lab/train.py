@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from otgan_lab.metrics.spec import specs_record
 from otgan_lab.paths import conf_dir
 from otgan_lab.progress import TRANSCRIPT
 from otgan_lab.rundir import RunDir
+from otgan_lab.stopping import graceful_stop, interrupt_on_sigterm
 
 
 def _short_dirname(text: str, limit: int = 120) -> str:
@@ -179,7 +178,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
             record["resumed_from"] = str(resume_from)
             _say(f"resumed from step {trainer.step} ({resume_from})")
             del resume_state
-        with _graceful_stop(trainer):
+        with graceful_stop(trainer):
             outcome = trainer.fit()
         record.update(
             status=outcome.status, steps=outcome.step, steps_per_sec=outcome.steps_per_sec,
@@ -187,7 +186,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
             checkpoint=outcome.checkpoint,
         )
         use_ema = bool(trainer.eval_use_ema)
-        record["samplers"] = {record["sampler"]: _sampler_entry(outcome.metrics, evaluator, use_ema,
+        record["samplers"] = {record["sampler"]: records.sampler_entry(outcome.metrics, evaluator, use_ema,
                                                                 outcome.eval_error)}
         if outcome.eval_errors:
             record["eval_errors"] = {str(k): v for k, v in outcome.eval_errors.items()}
@@ -196,7 +195,7 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
                 extra = build.build_evaluator(cfg, data, extra_sampler, out_dir, logger, primary=False)
                 _say(f"evaluating with sampler {extra_sampler.name}...")
                 metrics, error = trainer.try_evaluation(extra)
-                record["samplers"][extra_sampler.name] = _sampler_entry(metrics, extra, use_ema, error)
+                record["samplers"][extra_sampler.name] = records.sampler_entry(metrics, extra, use_ema, error)
         errors = {name: e["error"] for name, e in record["samplers"].items() if "error" in e}
         if errors:
             record["eval_error"] = "; ".join(f"{name}: {e}" for name, e in errors.items())
@@ -220,14 +219,6 @@ def _run_locked(cfg: DictConfig, rundir: RunDir, fresh: bool, *, group: str | No
             record["kept_record"] = ("result.json keeps the earlier completed run; "
                                      "this attempt is in attempts.jsonl")
     return record
-
-
-def _sampler_entry(metrics: dict[str, Any], evaluator, use_ema: bool, error: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"metrics": metrics, "protocol": evaluator.protocol, "use_ema": use_ema,
-                             "metric_specs": evaluator.metric_specs}
-    if error is not None:
-        entry["error"] = error
-    return entry
 
 
 def _write_record(out_dir: Path, existing: dict[str, Any] | None, record: dict[str, Any]) -> bool:
@@ -259,57 +250,6 @@ def _refused(rundir: RunDir, fresh: bool, record: dict[str, Any], exc: BaseExcep
     rundir.remove_scaffolding()
 
 
-def _summary(record: dict[str, Any]) -> str:
-    """Plain text (printed without rich markup, so `[completed]` and user paths show as they are)."""
-    lines = [f"[{record['status']}] {record['method']} on {record['dataset']} ({record['model']}), "
-             f"{record.get('steps', 0)} steps, {record.get('steps_per_sec', 0):.1f} it/s, "
-             f"{record.get('wall_time', 0):.0f} s"]
-    for key, value in record.get("metrics", {}).items():
-        lines.append(f"  {key:>24s}: {value:.4g}" if isinstance(value, float) else f"  {key:>24s}: {value}")
-    for name, entry in (record.get("samplers") or {}).items():
-        if "error" in entry:
-            lines.append(f"  evaluation with sampler {name} failed: {entry['error']}")
-            lines.append(f"    the weights are saved; after fixing the cause, redo it with: "
-                         f"otlab eval run={record['run_dir']} sampler={name}")
-    if record.get("kept_record"):
-        lines.append(f"  note: {record['kept_record']}")
-    lines.append(f"  run dir: {record['run_dir']}")
-    return "\n".join(lines)
-
-
-def _interrupt_on_sigterm() -> None:
-    """Schedulers (SLURM preemption, `timeout`, docker stop) send SIGTERM: treat it like Ctrl-C so the
-    run saves a checkpoint and records `interrupted` (outside training it raises KeyboardInterrupt)."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-@contextlib.contextmanager
-def _graceful_stop(trainer):
-    """During training the first Ctrl-C / SIGTERM asks the trainer to stop after the current step (a whole
-    step, so the checkpoint is consistent); a second one aborts at once. A raw KeyboardInterrupt can be
-    lost when it lands inside a finaliser (Python prints "Exception ignored" and goes on); a flag cannot."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if trainer.stop_requested:
-            raise KeyboardInterrupt(f"signal {signum}")
-        trainer.stop_requested = True
-        print(f"\nsignal {signum}: stopping after this step (send it again to abort now)", flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @contextlib.contextmanager
 def _job_device(cfg: DictConfig, sweep_dir: str, job_index: int | None):
     """A sweep job with device=auto on a machine with several GPUs holds one of them (build.claim_gpu) and
@@ -331,7 +271,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from rich.console import Console
     from rich.markup import escape
 
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     console = Console(stderr=True, soft_wrap=True)
@@ -350,8 +290,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
             console.print(f"[bold red]job failed:[/] {escape(f'{exc.__class__.__name__}: {exc}')}")
             return None
         raise
-    print(_summary(record), flush=True)
-    TRANSCRIPT.info(_summary(record))
+    print(records.summary_text(record), flush=True)
+    TRANSCRIPT.info(records.summary_text(record))
     if record["status"] == "interrupted":
         sys.exit(130)
     value = record.get("metrics", {}).get(primary) if primary else None

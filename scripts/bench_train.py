@@ -201,8 +201,9 @@ class PeerGenerator(nn.Module):
 
 
 def peer_critic(sigmoid):
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.LeakyReLU(0.2, inplace=True), nn.Linear(512, 256),
-                         nn.LeakyReLU(0.2, inplace=True), nn.Linear(256, 1), *([nn.Sigmoid()] if sigmoid else []))
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.LeakyReLU(0.2, inplace=True),
+                         nn.Linear(512, 256), nn.LeakyReLU(0.2, inplace=True), nn.Linear(256, 1),
+                         *([nn.Sigmoid()] if sigmoid else []))
 
 
 def bench_peer(method, args):
@@ -213,7 +214,8 @@ def bench_peer(method, args):
     generator, critic = PeerGenerator().to(device), peer_critic(sigmoid=method == "gan").to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    tf = transforms.Compose([transforms.Resize(28), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    tf = transforms.Compose([transforms.Resize(28), transforms.ToTensor(),
+                             transforms.Normalize([0.5], [0.5])])
     dataset = datasets.MNIST(os.environ.get("OTLAB_DATA", "data"), train=True, transform=tf, download=False)
     loader = DataLoader(dataset, batch_size=n, shuffle=True, drop_last=True, num_workers=args.workers)
     bce = nn.BCELoss()
@@ -322,7 +324,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="gan,wgan_clip,wgan_gp")
     parser.add_argument("--nets", choices=("mlp", "peer"), default="mlp",
-                        help="mlp: model=mlp vs a plain loop; peer: the PyTorch-GAN scripts at their networks")
+                        help="mlp: model=mlp vs a plain loop; peer: the PyTorch-GAN scripts at their nets")
     parser.add_argument("--levers", default=",".join(PEER_LEVERS),
                         help=f"--nets peer: otlab variants to time ({', '.join(PEER_LEVERS)})")
     parser.add_argument("--steps", type=int, default=200)

@@ -1,6 +1,7 @@
 """model=mlp_bn is the PyTorch-GAN scripts' networks (the peer of scripts/bench_train.py --nets peer).
 
-Oracle: those networks written out layer by layer the way the scripts build them (Linear, BatchNorm1d(out, 0.8)
+Oracle: those networks written out layer by layer the way the scripts build them (Linear,
+BatchNorm1d(out, 0.8)
 after every hidden layer but the first, LeakyReLU(0.2), tanh; critic 784 -> 512 -> 256 -> 1): same layer
 types in the same order, same shapes, same BatchNorm eps, and the same function once weights are shared.
 """

@@ -154,8 +154,8 @@ def context(method) -> StepContext:
 # replaced by MM and MM by NS, R1 with gamma instead of gamma/2, R1 on the fake logits, input gradient
 # without create_graph, the generator loss sent to the critic optimizer, the prior's normal/uniform branches
 # swapped, U[0, 1] for U[-1, 1]. Also checks one real batch of n, fresh z for each generator call, and that
-# the generator step runs on the updated critic. reuse_fake=True (one generator forward per iteration): seen to
-# fail when the generator step draws fresh noise or runs on the critic before its update.
+# the generator step runs on the updated critic. reuse_fake=True (one generator forward per iteration):
+# seen to fail when the generator step draws fresh noise or runs on the critic before its update.
 @pytest.mark.parametrize("reuse_fake", [False, True])
 @pytest.mark.parametrize(("form", "r1_gamma", "prior"), [
     ("non_saturating", 0.0, "normal"),

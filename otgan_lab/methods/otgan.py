@@ -50,10 +50,11 @@ class OTGAN(Method):
                              f"critic_out_dim={critic_out_dim}")
         self.loss, self.n_gen = loss, int(n_gen)
         if sinkhorn_eps_scaling is not None and not 0.0 < sinkhorn_eps_scaling < 1.0:
-            raise ValueError("sinkhorn_eps_scaling must be null (solve at sinkhorn_eps directly) or a ratio in "
-                             f"(0, 1) by which eps is annealed down to sinkhorn_eps, got {sinkhorn_eps_scaling}")
-        self.sinkhorn = {"eps": float(sinkhorn_eps), "n_iters": int(sinkhorn_iters),
-                         "eps_scaling": None if sinkhorn_eps_scaling is None else float(sinkhorn_eps_scaling)}
+            raise ValueError("sinkhorn_eps_scaling must be null (solve at sinkhorn_eps directly) or a "
+                             "ratio in (0, 1) by which eps is annealed down to sinkhorn_eps, got "
+                             f"{sinkhorn_eps_scaling}")
+        scaling = None if sinkhorn_eps_scaling is None else float(sinkhorn_eps_scaling)
+        self.sinkhorn = {"eps": float(sinkhorn_eps), "n_iters": int(sinkhorn_iters), "eps_scaling": scaling}
         self.sinkhorn_tol = None if sinkhorn_tol is None else float(sinkhorn_tol)
         if loss == "cross_entropy":
             # The logit head joins the critic module, so the "critic" optimizer, checkpoints and samplers
