@@ -80,7 +80,7 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, ex
     data = build.build_dataset(cfg, 0, device)
     method_obj = build.build_method(cfg, device)
     if compile_nets:
-        compile_networks(method_obj)
+        compile_networks(method_obj, compile_nets)
     with tempfile.TemporaryDirectory() as out:
         def run(steps):
             trainer = Trainer(method_obj, data, resolve_precision(precision, device), out, Logger(),
@@ -93,14 +93,14 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, ex
         return run(args.steps).steps_per_sec, cfg.model.name
 
 
-def compile_networks(method_obj):
+def compile_networks(method_obj, mode=None):
     """torch.compile each network in place (nn.Module.compile: state_dict keys unchanged). A critic whose
     input gradient is differentiated again (WGAN-GP's penalty) stays eager: compiled graphs have no double
     backward."""
     for name, net in method_obj.nets.items():
         if name == "critic" and type(method_obj).__name__ == "WGANGP":
             continue
-        net.compile()
+        net.compile(**({"mode": mode} if isinstance(mode, str) else {}))
 
 
 def sync(device):
@@ -384,11 +384,23 @@ def main():
             print(f"{method:<10} {rate:8.2f} it/s  model={nets:<12} "
                   f"x{base / rate:5.2f} of gan's time per iteration")
     if args.precision_compare:
-        print("\nbf16 vs fp32, model=dcgan, batch 256 (otlab):")
+        # fp16 needs a CUDA device (a CPU run is refused); compile: nn.Module.compile of the networks, with
+        # CUDA graphs (mode="reduce-overhead") on a GPU
+        precisions = ["fp32", "bf16", *(["fp16"] if args.device.startswith("cuda") else [])]
+        mode = "reduce-overhead" if args.device.startswith("cuda") else None
+        print(f"\nprecision x torch.compile (mode={mode}), model=dcgan, batch 256 (otlab), it/s and ratio to "
+              "eager fp32:")
         for method in args.methods.split(","):
-            fp32, _ = bench_otlab(method, args, model="dcgan", precision="fp32", batch_size=256)
-            bf16, _ = bench_otlab(method, args, model="dcgan", precision="bf16", batch_size=256)
-            print(f"{method:<10} fp32 {fp32:8.1f} it/s   bf16 {bf16:8.1f} it/s   ratio {bf16 / fp32:5.2f}x")
+            base = None
+            cells = []
+            for precision in precisions:
+                for compiled in (False, True):
+                    rate, _ = bench_otlab(method, args, model="dcgan", precision=precision, batch_size=256,
+                                          compile_nets=(mode or True) if compiled else False)
+                    base = base or rate
+                    label = f"{precision}{'+compile' if compiled else ''}"
+                    cells.append(f"{label} {rate:7.1f} ({rate / base:4.2f}x)")
+            print(f"{method:<10} " + "   ".join(cells))
 
 
 if __name__ == "__main__":
