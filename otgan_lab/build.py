@@ -16,6 +16,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from otgan_lab import budget as _budget  # noqa: F401  (registers ${otlab.epochs}, the report rows' epochs)
 from otgan_lab.amp import PrecisionError, keep_fp32, resolve_precision
 from otgan_lab.data.base import DeviceDataset
 from otgan_lab.errors import ConfigError, OtlabError

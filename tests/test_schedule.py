@@ -55,7 +55,7 @@ def test_resume_across_a_milestone_equals_the_uninterrupted_run(tmp_path):
 
 
 def test_interpolated_milestones_reach_the_trainer_resolved(tmp_path):
-    """Report rows set milestones by interpolation (budget.steps.e150): `otlab train` must resolve them."""
+    """Report rows set milestones by interpolation (${otlab.epochs:150}): `otlab train` must resolve them."""
     from omegaconf import OmegaConf
 
     from otgan_lab import train

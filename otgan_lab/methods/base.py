@@ -98,6 +98,13 @@ class Method(nn.Module):
         return cls.declared_capabilities
 
     @classmethod
+    def real_batches_per_step(cls, options: Mapping[str, Any]) -> int:
+        """Real batches (of batch_size) one generator iteration draws with these options: what a pass over
+        the data costs in iterations (report budgets count epochs as data passes, otgan_lab/budget.py).
+        1 here; methods with several critic steps or real draws per iteration override it."""
+        return 1
+
+    @classmethod
     def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
         """What is wrong with the method's config options (keys as `method.<key>`), found before anything is
         built: every optimizer's lr and `extra_learning_rates` positive, `integer_options` in range."""

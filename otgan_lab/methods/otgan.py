@@ -34,6 +34,10 @@ class OTGAN(Method):
     integer_options = {"n_gen": 1}
 
     @classmethod
+    def real_batches_per_step(cls, options: Mapping[str, Any]) -> int:
+        return 2  # X and X', every iteration
+
+    @classmethod
     def capabilities_for(cls, options: Mapping[str, Any]) -> Capabilities:
         if options.get("loss", "energy") == "cross_entropy":  # the ablation's critic ends in a logit
             return replace(cls.declared_capabilities, critic=True, logit_critic=True)

@@ -26,6 +26,10 @@ class UOTM(Method):
     declared_capabilities = Capabilities(critic_batchnorm_ok=False)  # R1 is a per-sample penalty
     integer_options = {"n_critic": 1}
 
+    @classmethod
+    def real_batches_per_step(cls, options) -> int:
+        return int(options.get("n_critic", 1))  # one real batch per critic step
+
     def __init__(
         self,
         *,

@@ -24,6 +24,10 @@ def critic_steps(gen_iteration: int, n_critic: int, warmup: bool) -> int:
 class WGANClip(Method):
     integer_options = {"n_critic": 1}
 
+    @classmethod
+    def real_batches_per_step(cls, options) -> int:
+        return int(options.get("n_critic", 5))  # one real batch per critic step
+
     def __init__(self, *, n_critic: int = 5, clip: float = 0.01, warmup_schedule: bool = False, **kw):
         super().__init__(**kw)
         if clip <= 0:

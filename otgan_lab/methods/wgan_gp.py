@@ -19,6 +19,10 @@ class WGANGP(Method):
     declared_capabilities = Capabilities(critic_batchnorm_ok=False)  # the penalty is per sample
     integer_options = {"n_critic": 1}
 
+    @classmethod
+    def real_batches_per_step(cls, options) -> int:
+        return int(options.get("n_critic", 5))  # one real batch per critic step
+
     def __init__(self, *, n_critic: int = 5, gp_weight: float = 10.0, reuse_fake: bool = False, **kw):
         super().__init__(**kw)
         self.n_critic, self.gp_weight = int(n_critic), float(gp_weight)
