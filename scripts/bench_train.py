@@ -66,7 +66,7 @@ def compose(*overrides):
 
 
 def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, extra=(),
-                optimizer_impl="auto", compile_nets=False):
+                optimizer_impl="auto", compile_nets=False, channels_last=False):
     """Generator iterations per second of otlab's trainer (model=None: the method's own default nets).
 
     Timed by the trainer itself over its loop (TrainOutcome.steps_per_sec, which ends on a logging step's
@@ -79,6 +79,8 @@ def bench_otlab(method, args, model="mlp", precision="fp32", batch_size=None, ex
     build.seed_everything(0)
     data = build.build_dataset(cfg, 0, device)
     method_obj = build.build_method(cfg, device)
+    if channels_last:  # NHWC weights: oneDNN's preferred conv layout; the outputs follow the weights' format
+        method_obj.to(memory_format=torch.channels_last)
     if compile_nets:
         compile_networks(method_obj, compile_nets)
     with tempfile.TemporaryDirectory() as out:
@@ -294,6 +296,27 @@ PEER_LEVERS = {  # label -> bench_otlab keywords, each lever alone on top of otl
 }
 
 
+CONV_LEVERS = {  # model=dcgan: each lever alone against eager fp32 (same batch)
+    "fp32": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile_nets": True},
+    "bf16": {"precision": "bf16"},
+}
+
+
+def main_conv(args):
+    print(f"\nconv nets (model=dcgan, batch {args.batch_size}), otlab it/s per lever, ratio to eager fp32, "
+          f"best of {args.repeats}:")
+    for method in args.methods.split(","):
+        runs = {k: [] for k in CONV_LEVERS}
+        for _ in range(args.repeats):
+            for k, kw in CONV_LEVERS.items():
+                runs[k].append(bench_otlab(method, args, model="dcgan", **kw)[0])
+        best = {k: max(v) for k, v in runs.items()}
+        print(f"{method:<8} " + "   ".join(f"{k} {best[k]:6.2f} ({best[k] / best['fp32']:4.2f}x)"
+                                          for k in CONV_LEVERS))
+
+
 def main_peer(args):
     levers = [k for k in PEER_LEVERS if k in args.levers.split(",")]
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
@@ -325,6 +348,8 @@ def main():
     parser.add_argument("--methods", default="gan,wgan_clip,wgan_gp")
     parser.add_argument("--nets", choices=("mlp", "peer"), default="mlp",
                         help="mlp: model=mlp vs a plain loop; peer: the PyTorch-GAN scripts at their nets")
+    parser.add_argument("--conv", action="store_true",
+                        help="also time the conv-net levers (channels-last, compile, bf16) at model=dcgan")
     parser.add_argument("--levers", default=",".join(PEER_LEVERS),
                         help=f"--nets peer: otlab variants to time ({', '.join(PEER_LEVERS)})")
     parser.add_argument("--steps", type=int, default=200)
@@ -349,7 +374,10 @@ def main():
         unknown = sorted(set(args.methods.split(",")) - {"gan", "wgan_gp"})
         if unknown:
             parser.error(f"--nets peer has reference loops for gan and wgan_gp only, not {unknown}")
-        return main_peer(args)
+        main_peer(args)
+        if args.conv:
+            main_conv(args)
+        return None
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up), model=mlp, MNIST, "
           f"best of {args.repeats} interleaved repeats")
