@@ -110,6 +110,40 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+class TimedBatches:
+    """real(): the DataLoader's next image batch on the device, endlessly; `seconds` is the time spent in
+    the loader (fetch, per-sample transforms, collation, copy), the reference's data-path share."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device, self.batches, self.seconds = loader, device, iter(loader), 0.0
+
+    def __call__(self):
+        t = time.perf_counter()
+        try:
+            x, _ = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            x, _ = next(self.batches)
+        x = x.to(self.device, non_blocking=True)
+        self.seconds += time.perf_counter() - t
+        return x
+
+
+def time_loop(step, real, args, device):
+    """A reference loop's iterations per second after its warm-up, and the share of that time in its data
+    loader."""
+    for i in range(args.warmup):
+        step(i)
+    sync(device)
+    real.seconds = 0.0
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    return args.steps / elapsed, real.seconds / elapsed
+
+
 def bench_reference(method, args):
     """The common style: Dataset + transforms + DataLoader, losses written inline, .item() for logging."""
     device = torch.device(args.device)
@@ -124,20 +158,7 @@ def bench_reference(method, args):
     dataset = datasets.MNIST(os.environ.get("OTLAB_DATA", "data"), train=True, transform=tf, download=False)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda")
-    batches = iter(loader)
-    data_time = [0.0]  # seconds spent fetching and transforming batches (the data path's share)
-
-    def real():
-        nonlocal batches
-        t = time.perf_counter()
-        try:
-            x, _ = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, _ = next(batches)
-        x = x.to(device, non_blocking=True)
-        data_time[0] += time.perf_counter() - t
-        return x
+    real = TimedBatches(loader, device)
 
     def step(it):
         n = args.batch_size
@@ -169,16 +190,7 @@ def bench_reference(method, args):
         if it % args.log_every == 0:
             _ = (loss_c.item(), loss_g.item())
 
-    for i in range(args.warmup):
-        step(i)
-    sync(device)
-    data_time[0] = 0.0
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        step(i)
-    sync(device)
-    elapsed = time.perf_counter() - t0
-    return args.steps / elapsed, data_time[0] / elapsed
+    return time_loop(step, real, args, device)
 
 
 class PeerGenerator(nn.Module):
@@ -221,19 +233,7 @@ def bench_peer(method, args):
     dataset = datasets.MNIST(os.environ.get("OTLAB_DATA", "data"), train=True, transform=tf, download=False)
     loader = DataLoader(dataset, batch_size=n, shuffle=True, drop_last=True, num_workers=args.workers)
     bce = nn.BCELoss()
-    batches, data_time = iter(loader), [0.0]
-
-    def real():
-        nonlocal batches
-        t = time.perf_counter()
-        try:
-            x, _ = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, _ = next(batches)
-        x = x.to(device)
-        data_time[0] += time.perf_counter() - t
-        return x
+    real = TimedBatches(loader, device)
 
     def gan_iteration():
         imgs = real()
@@ -275,16 +275,7 @@ def bench_peer(method, args):
             _ = (d_loss.item(), g_loss.item())
 
     iteration = gan_iteration if method == "gan" else wgan_gp_iteration
-    for _ in range(args.warmup):
-        iteration()
-    sync(device)
-    data_time[0] = 0.0
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        iteration()
-    sync(device)
-    elapsed = time.perf_counter() - t0
-    return args.steps / elapsed, data_time[0] / elapsed
+    return time_loop(lambda i: iteration(), real, args, device)
 
 
 PEER_LEVERS = {  # label -> bench_otlab keywords, each lever alone on top of otlab's defaults (model=mlp_bn)
