@@ -103,7 +103,7 @@ def resolve_precision(
     """fp32 | bf16 | fp16 | auto -> a concrete policy; clear errors for what the device cannot do.
 
     auto: bf16 on GPUs that support it, else fp16; fp32 on CPUs. bf16 autocast is faster on CPUs with bf16
-    instructions (1.1-1.6x here) and, since the autocast cache is cleared after every update, trains WGAN-GP
+    instructions (1.1-1.7x here) and, since the autocast cache is cleared after every update, trains WGAN-GP
     as fp32 does and the GAN within seed noise of it, but with twice fp32's seed spread (README, "bf16"), so
     a CPU gets it only when asked for.
 
