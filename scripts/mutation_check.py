@@ -71,6 +71,7 @@ CHECKPOINT = ("tests/test_trainer.py", "tests/test_updates_infra.py")
 LOSSES = ("tests/test_losses.py", "tests/test_losses_ot_methods.py")
 METRICS = ("tests/test_metrics_images.py", "tests/test_data_and_points.py")
 TABLE = ("tests/test_table.py",)
+PRECISION = ("tests/test_precision_scope.py",)
 
 
 def M(id: str, area: str, path: str, original: str, replacement: str, description: str,
@@ -360,11 +361,11 @@ MUTANTS: list[Mutant] = [
       "OT-GAN sinkhorn_eps_scaling never reaches the solver", OT_AE),
     M("keep_fp32_no_upcast", "trainer", "otgan_lab/amp.py",
       "        context.__enter__()\n", "",
-      "fp32_modules: autocast left on inside a kept module", ("tests/test_precision_scope.py",)),
+      "fp32_modules: autocast left on inside a kept module", PRECISION),
     M("keep_fp32_leaks_on_error", "trainer", "otgan_lab/amp.py",
       "module.register_forward_hook(hooks.after, always_call=True)",
       "module.register_forward_hook(hooks.after)",
-      "fp32_modules: an exception inside a kept module leaves autocast off", ("tests/test_precision_scope.py",)),
+      "fp32_modules: an exception inside a kept module leaves autocast off", PRECISION),
     M("budget_ignores_critic_batches", "trainer", "otgan_lab/budget.py",
       "per_step = int(_root_.batch_size) * real_batches_per_step(_root_.method)",
       "per_step = int(_root_.batch_size)",
