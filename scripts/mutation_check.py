@@ -72,6 +72,7 @@ LOSSES = ("tests/test_losses.py", "tests/test_losses_ot_methods.py")
 METRICS = ("tests/test_metrics_images.py", "tests/test_data_and_points.py")
 TABLE = ("tests/test_table.py",)
 PRECISION = ("tests/test_precision_scope.py",)
+BUDGET = ("tests/test_budget.py",)
 
 
 def M(id: str, area: str, path: str, original: str, replacement: str, description: str,
@@ -369,13 +370,13 @@ MUTANTS: list[Mutant] = [
     M("budget_ignores_critic_batches", "trainer", "otgan_lab/budget.py",
       "per_step = int(_root_.batch_size) * real_batches_per_step(_root_.method)",
       "per_step = int(_root_.batch_size)",
-      "report epochs counted in generator iterations again (WGAN rows see 5x the data)", ("tests/test_budget.py",)),
+      "report epochs counted in generator iterations again (WGAN rows see 5x the data)", BUDGET),
     M("otgan_declares_one_batch", "methods", "otgan_lab/methods/otgan.py",
       "return 2  # X and X', every iteration", "return 1",
-      "OT-GAN declares one real batch per iteration (it draws X and X')", ("tests/test_budget.py",)),
+      "OT-GAN declares one real batch per iteration (it draws X and X')", BUDGET),
     M("uot_declares_one_batch", "methods", "otgan_lab/methods/uot.py",
       'return int(options.get("n_critic", 1))  # one real batch per critic step', "return 1",
-      "UOT ignores n_critic in its batch count", ("tests/test_budget.py",)),
+      "UOT ignores n_critic in its batch count", BUDGET),
 ]
 STATUSES = ("KILLED", "SURVIVED", "TIMEOUT", "STALE", "NOTEST")
 
