@@ -35,8 +35,8 @@ def epoch_steps(epochs: float, _root_: DictConfig) -> int:
     epoch_images = budget.get("epoch_images") if budget is not None else None
     if epoch_images is None:
         raise ValueError(
-            f"${{{RESOLVER}:{epochs}}} counts report epochs, which need a budget: add budget=smoke, budget=cpu "
-            "or budget=full (the report presets choose cpu)"
+            f"${{{RESOLVER}:{epochs}}} counts report epochs, which need a budget: add budget=smoke, "
+            "budget=cpu or budget=full (the report presets choose cpu)"
         )
     per_step = int(_root_.batch_size) * real_batches_per_step(_root_.method)
     steps = max(int(budget.get("min_steps") or 1), round(float(epochs) * float(epoch_images) / per_step))
