@@ -377,6 +377,12 @@ MUTANTS: list[Mutant] = [
     M("uot_declares_one_batch", "methods", "otgan_lab/methods/uot.py",
       'return int(options.get("n_critic", 1))  # one real batch per critic step', "return 1",
       "UOT ignores n_critic in its batch count", BUDGET),
+    M("sample_sheet_first_picture", "table", "otgan_lab/table/samples.py",
+      "step, path = max(found)", "step, path = min(found)",
+      "--samples shows a row's first picture instead of its last", TABLE),
+    M("sample_sheet_ignores_sampler", "table", "otgan_lab/table/samples.py",
+      'tag = "" if m.run_sampler in (None, m.sampler) else f"{m.sampler}_"', 'tag = ""',
+      "--samples shows the training sampler's picture for a row of another sampler", TABLE),
 ]
 STATUSES = ("KILLED", "SURVIVED", "TIMEOUT", "STALE", "NOTEST")
 

@@ -253,6 +253,47 @@ def test_learning_curve_plot(sweep: Path, tmp_path: Path):
         assert table.plot_curves(rows, "nope", tmp_path / "none.png") is None
 
 
+def _solid_png(path: Path, rgb: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 40), rgb).save(path)
+
+
+def _has_colour(png: Path, rgb: tuple[int, int, int]) -> bool:
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return bool((np.asarray(image.convert("RGB")) == np.array(rgb, dtype=np.uint8)).all(-1).any())
+
+
+def test_sample_sheet_shows_each_rows_last_picture_of_its_own_sampler(sweep: Path, tmp_path: Path):
+    from otgan_lab.table.samples import latest_picture, sample_sheet
+
+    blue, red, green, yellow = (0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 255, 0)
+    _solid_png(sweep / "0_gan" / "samples" / "step_00000010.png", blue)       # an earlier step: not shown
+    _solid_png(sweep / "0_gan" / "samples" / "step_00000020.png", red)        # gan, standard, seed 0
+    _solid_png(sweep / "0_gan" / "samples" / "drs_step_00000020.png", green)  # gan, drs, seed 0
+    _solid_png(sweep / "1_gan" / "samples" / "step_00000020.png", yellow)     # seed 1: not the first seed
+    rows = table.build_rows(table.load_measurements([sweep]), "fid")
+    by_sampler = {r.sampler: r for r in rows if r.method == "gan"}
+    seed0 = {r: next(m for m in by_sampler[r].measurements if m.seed == 0) for r in by_sampler}
+    assert latest_picture(seed0["standard"]) == (sweep / "0_gan" / "samples" / "step_00000020.png", 20)
+    assert latest_picture(seed0["drs"]) == (sweep / "0_gan" / "samples" / "drs_step_00000020.png", 20)
+    with pytest.warns(UserWarning, match="no sample picture .* wgan_gp"):
+        out = sample_sheet(rows, "fid", tmp_path / "sheet.png")
+    assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _has_colour(out, red) and _has_colour(out, green)
+    assert not _has_colour(out, blue) and not _has_colour(out, yellow)
+    table.main([str(sweep), "--format", "csv", "--samples", str(tmp_path / "cli.png")])
+    assert _has_colour(tmp_path / "cli.png", green)
+    empty = tmp_path / "empty"
+    write_run(empty, "0_gan", method="gan", seed=0, fid=1.0)
+    with pytest.warns(UserWarning, match="no sample sheet"):
+        assert sample_sheet(table.build_rows(table.load_measurements([empty]), "fid"), "fid",
+                            tmp_path / "none.png") is None
+
+
 def test_report_presets_agree_with_reports_data():
     """Every selector tag has its conf/report_row file and appears in its report's preset (or names a dataset
     or method otgan_lab has no config for yet), and every preset row exists."""

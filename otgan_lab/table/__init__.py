@@ -2,7 +2,7 @@
 
     otlab table <sweep dir or run dirs...> [--by method,model] [--metric fid,kid] [--goal min,max]
                 [--format rich|md|csv|json|latex] [--out FILE] [--baseline method=gan] [--pairs]
-                [--ci welch|bootstrap] [--plot PNG] [--wandb] [--report r1..r5]
+                [--ci welch|bootstrap] [--plot PNG] [--samples PNG] [--wandb] [--report r1..r5]
 
 Every `**/result.json` under the given paths is read (never Hydra callbacks: a job that crashed, was killed
 or ran through another launcher still counts when its record is on disk). Runs that differ only by seed form
@@ -22,7 +22,7 @@ One job per module (pure functions; only cli.main reads argv and writes files):
     reports        published values and the ordering check (compare_with_report)
     display        display records and notes (records_for_display, table_notes)
     render, latex  rich / md / csv / json / latex, and the pairwise matrix
-    plot           --plot (plot_curves); wandb_table: --wandb (log_to_wandb)
+    plot           --plot (plot_curves); samples: --samples (sample_sheet); wandb_table: --wandb
     cli            argv (main)
 """
 

@@ -1,5 +1,5 @@
 """The command line of `otlab table`: parse argv, run the pure steps (load, group, compare, display), print
-the chosen format and write the side outputs (--out, --plot, --wandb)."""
+the chosen format and write the side outputs (--out, --plot, --samples, --wandb)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from otgan_lab.table.metric_choice import choose_metrics, split_list
 from otgan_lab.table.plot import plot_curves
 from otgan_lab.table.render import render_csv, render_json, render_markdown, render_pairs, render_rich
 from otgan_lab.table.reports import compare_with_report
+from otgan_lab.table.samples import sample_sheet
 from otgan_lab.table.stats import CI_METHODS
 from otgan_lab.table.wandb_table import log_to_wandb
 
@@ -55,6 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--wandb", action="store_true", help="log the table as a W&B Table (offline by default)")
     add("--plot", help="write a PNG of the metric against step per row (one more PNG, <name>_<metric>.png, "
         "per further metric)")
+    add("--samples", help="write a PNG sheet of each row's last sample picture (its first seed's run), in "
+        "leaderboard order")
     add("--report", choices=sorted(REPORTS), help="add a report's published column and check our ordering "
         "against it")
     add("--baseline", help="key=value[,key=value] selecting one row per dataset (e.g. method=gan): adds each "
@@ -139,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             metric_rows = rows if i == 0 else build_rows(measurements, metrics[i:i + 1], by, [choice.goal])
             _with_plain_warnings(plot_curves, metric_rows, choice.key, _plot_path(args.plot, i, choice.key),
                                  choice.display, sweep)
+    if args.samples:
+        _with_plain_warnings(sample_sheet, rows, choices[0].key, args.samples, choices[0].display)
     if args.wandb:
         first = Path(args.paths[0])
         _with_plain_warnings(log_to_wandb, records, metrics[0], _sweep_group(args.paths, measurements),
