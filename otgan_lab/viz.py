@@ -124,6 +124,16 @@ def scatter_plot(fake: torch.Tensor, real: torch.Tensor | None = None, centres: 
     return _rgb(scatter_figure(fake, real, centres, title, std))
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out a matplotlib figure, write it to `path` (its folder made as needed) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 

@@ -16,6 +16,7 @@ import numpy as np
 from otgan_lab.table.grouping import Row, sort_rows
 from otgan_lab.table.labels import row_labels
 from otgan_lab.table.measurements import as_float
+from otgan_lab.viz import save_figure
 
 _HOW = {"min": " (lower is better)", "max": " (higher is better)"}
 
@@ -112,9 +113,4 @@ def plot_curves(rows: Sequence[Row], metric: str, path: str | Path, display: str
     ax.set_title(f"{name}{f' [{metric}]' if name != metric else ''}" + (f" — {sweep}" if sweep else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from otgan_lab.table.grouping import Row, sort_rows
 from otgan_lab.table.labels import row_labels
 from otgan_lab.table.measurements import Measurement, as_float
+from otgan_lab.viz import save_figure
 
 _STEP = re.compile(r"step_(\d+)\.png$")
 
@@ -62,8 +63,8 @@ def sample_sheet(rows: Sequence[Row], metric: str, path: str | Path, display: st
         caption = f"{labels[id(row)]}\nseed {m.seed}, step {picture[1]}" + (f", {shown}" if shown else "")
         panels.append((caption, picture[0]))
     if missing:
-        warnings.warn(f"no sample picture (samples/*step_*.png) in the first seed's run of: {', '.join(missing)}",
-                      stacklevel=2)
+        warnings.warn("no sample picture (samples/*step_*.png) in the first seed's run of: "
+                      + ", ".join(missing), stacklevel=2)
     if not panels:
         warnings.warn("no completed row has a sample picture; no sample sheet", stacklevel=2)
         return None
@@ -76,9 +77,4 @@ def sample_sheet(rows: Sequence[Row], metric: str, path: str | Path, display: st
         with Image.open(picture) as image:
             ax.imshow(image.convert("RGB"), interpolation="nearest")
         ax.set_title(caption, fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
