@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +61,8 @@ def sample_sheet(rows: Sequence[Row], metric: str, path: str | Path, display: st
             continue
         value = as_float(m.metrics.get(metric))
         shown = f"{display or metric} {value:.4g}" if value is not None and math.isfinite(value) else ""
-        caption = f"{labels[id(row)]}\nseed {m.seed}, step {picture[1]}" + (f", {shown}" if shown else "")
+        caption = (textwrap.fill(labels[id(row)], 60) + f"\nseed {m.seed}, step {picture[1]}"
+                   + (f", {shown}" if shown else ""))
         panels.append((caption, picture[0]))
     if missing:
         warnings.warn("no sample picture (samples/*step_*.png) in the first seed's run of: "
