@@ -9,6 +9,7 @@ batches a method's train_step actually draws.
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from otgan_lab import build
@@ -52,6 +53,16 @@ def test_smoke_budget_keeps_every_row_short_but_not_empty():
     assert _row("r2_otgan_b500", "r2", "smoke")["trainer"]["steps"] == 8  # min_steps
     assert _row("r4_gan", "r4", "smoke")["trainer"]["steps"] == round(150 * 20 / 64)
     assert _row("r5_nsgan_cifar10", "r5", "smoke")["trainer"]["steps"] == 60  # max_steps (batch 16)
+
+
+@pytest.mark.parametrize(("budget", "width"), [("cpu", 8), ("smoke", 8), ("full", 32)])
+def test_r2_generator_width_follows_the_budget_for_every_row_alike(budget, width):
+    """At width 32 a batch-500 OT-GAN iteration takes ~40 s on one CPU thread: the cpu and smoke budgets
+    narrow R2's generator for all its rows; full trains the model's own width."""
+    for tag in ("r2_otgan_b500", "r2_otgan_b100", "r2_otgan_ce_b500", "r2_otgan_digit8_b500"):
+        cfg = compose_cfg("experiment=report_r2", f"+report_row={tag}", f"budget={budget}")
+        net = build.build_method(cfg, torch.device("cpu")).nets["generator"]
+        assert net.base[0] == 4 * width and net.convs[-2].in_channels == width
 
 
 def test_epochs_without_a_budget_are_refused_with_the_fix():
