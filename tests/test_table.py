@@ -289,7 +289,9 @@ def test_sample_sheet_shows_each_rows_last_picture_of_its_own_sampler(sweep: Pat
     assert _has_colour(tmp_path / "cli.png", green)
     empty = tmp_path / "empty"
     write_run(empty, "0_gan", method="gan", seed=0, fid=1.0)
-    with pytest.warns(UserWarning, match="no sample sheet"):
+    no_sheet, no_picture = pytest.warns(UserWarning, match="no sample sheet"), pytest.warns(UserWarning,
+                                                                                           match="first seed")
+    with no_sheet, no_picture:
         assert sample_sheet(table.build_rows(table.load_measurements([empty]), "fid"), "fid",
                             tmp_path / "none.png") is None
 
