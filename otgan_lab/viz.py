@@ -42,7 +42,8 @@ def run_title(method: str | None, dataset: str | None, step: int | None, sampler
     return ", ".join(parts)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (imported on first use: matplotlib is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,14 +55,14 @@ def _pyplot():
 def _rgb(fig) -> np.ndarray:
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return rgb
 
 
 def captioned(grid: np.ndarray, caption: str, min_width: int = 480) -> np.ndarray:
     """An image grid under a caption row, upscaled (nearest, whole factors) to at least `min_width` pixels
     so that the caption is readable beside small digits; pixels stay sharp."""
-    plt = _pyplot()
+    plt = pyplot()
     scale = max(1, math.ceil(min_width / grid.shape[1]))
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     h, w = grid.shape[:2]
@@ -83,7 +84,7 @@ def scatter_figure(fake: torch.Tensor, real: torch.Tensor | None = None, centres
     """The matplotlib figure behind `scatter_plot` (tests read its layout). Real points (blue) under the
     generated ones (red); each mode as a hollow circle, of radius 3 std when `std` is given (the region the
     2-D metrics count as the mode), so that it frames the data instead of covering it."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
@@ -130,7 +131,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 

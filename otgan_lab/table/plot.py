@@ -16,7 +16,7 @@ import numpy as np
 from otgan_lab.table.grouping import Row, sort_rows
 from otgan_lab.table.labels import row_labels
 from otgan_lab.table.measurements import as_float
-from otgan_lab.viz import save_figure
+from otgan_lab.viz import pyplot, save_figure
 
 _HOW = {"min": " (lower is better)", "max": " (higher is better)"}
 
@@ -82,10 +82,7 @@ def plot_curves(rows: Sequence[Row], metric: str, path: str | Path, display: str
                 sweep: str | None = None) -> Path | None:
     """Draw `metric` per row into `path` (PNG); None (with a warning) if no completed run has a value of it.
     Warns, and draws the final values instead of curves, when no run has two evaluation points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ordered = sort_rows(rows)
     labels = dict(zip(map(id, ordered), row_labels(ordered)))

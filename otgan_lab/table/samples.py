@@ -15,19 +15,15 @@ from pathlib import Path
 from otgan_lab.table.grouping import Row, sort_rows
 from otgan_lab.table.labels import row_labels
 from otgan_lab.table.measurements import Measurement, as_float
-from otgan_lab.viz import save_figure
-
-_STEP = re.compile(r"step_(\d+)\.png$")
+from otgan_lab.viz import pyplot, save_figure
 
 
 def latest_picture(m: Measurement) -> tuple[Path, int] | None:
     """(path, step) of the last picture of m's sampler in m's run dir, or None when it saved none."""
     tag = "" if m.run_sampler in (None, m.sampler) else f"{m.sampler}_"
-    found = []
-    for p in (m.run_dir / "samples").glob(f"{tag}step_*.png"):
-        match = _STEP.search(p.name)
-        if match and p.name == f"{tag}step_{match.group(1)}.png":  # not another sampler's tagged picture
-            found.append((int(match.group(1)), p))
+    name = re.compile(re.escape(tag) + r"step_(\d+)\.png")  # whole name: not another sampler's tagged picture
+    found = [(int(match.group(1)), p) for p in (m.run_dir / "samples").glob("*.png")
+             if (match := name.fullmatch(p.name))]
     if not found:
         return None
     step, path = max(found)
@@ -43,11 +39,9 @@ def sample_sheet(rows: Sequence[Row], metric: str, path: str | Path, display: st
                  columns: int = 3) -> Path | None:
     """Write the sheet to `path` (PNG); None, with a warning, when no completed row has a sample picture.
     Rows whose run saved no picture are named in a warning and left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    plt = pyplot()
 
     ordered = sort_rows(rows)
     labels = dict(zip(map(id, ordered), row_labels(ordered)))
