@@ -349,7 +349,7 @@ MUTANTS: list[Mutant] = [
     M("table_swapped_pairs_sign", "table", "otgan_lab/table/reports.py",
       "np.sign(ours[i] - ours[j]) < 0]", "np.sign(ours[i] - ours[j]) > 0]",
       "ordering comparison lists the pairs ranked the same way as the swapped ones", TABLE),
-    # ------------------------------------------------------------------------ this session's new code
+    # ------------------------------ reuse_fake, fp32_modules, eps scaling, data-pass budgets, --samples
     M("gan_reuse_fresh_noise", "methods", "otgan_lab/methods/gan.py",
       "generated = self.sample(n) if self.reuse_fake else None",
       "generated = None",
@@ -383,7 +383,11 @@ MUTANTS: list[Mutant] = [
     M("sample_sheet_ignores_sampler", "table", "otgan_lab/table/samples.py",
       'tag = "" if m.run_sampler in (None, m.sampler) else f"{m.sampler}_"', 'tag = ""',
       "--samples shows the training sampler's picture for a row of another sampler", TABLE),
+    M("sample_sheet_name_prefix_ignored", "table", "otgan_lab/table/samples.py",
+      "if (match := name.fullmatch(p.name))", "if (match := name.search(p.name))",
+      "--samples takes another sampler's tagged picture (mh_step_N.png) for a row", TABLE),
 ]
+
 STATUSES = ("KILLED", "SURVIVED", "TIMEOUT", "STALE", "NOTEST")
 
 

@@ -275,6 +275,8 @@ def test_sample_sheet_shows_each_rows_last_picture_of_its_own_sampler(sweep: Pat
     _solid_png(sweep / "0_gan" / "samples" / "step_00000020.png", red)        # gan, standard, seed 0
     _solid_png(sweep / "0_gan" / "samples" / "drs_step_00000020.png", green)  # gan, drs, seed 0
     _solid_png(sweep / "1_gan" / "samples" / "step_00000020.png", yellow)     # seed 1: not the first seed
+    magenta = (255, 0, 255)  # a later picture of a sampler no row shows: neither row may take it
+    _solid_png(sweep / "0_gan" / "samples" / "mh_step_00000030.png", magenta)
     rows = table.build_rows(table.load_measurements([sweep]), "fid")
     by_sampler = {r.sampler: r for r in rows if r.method == "gan"}
     seed0 = {r: next(m for m in by_sampler[r].measurements if m.seed == 0) for r in by_sampler}
@@ -285,13 +287,13 @@ def test_sample_sheet_shows_each_rows_last_picture_of_its_own_sampler(sweep: Pat
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _has_colour(out, red) and _has_colour(out, green)
     assert not _has_colour(out, blue) and not _has_colour(out, yellow)
+    assert not _has_colour(out, magenta)
     table.main([str(sweep), "--format", "csv", "--samples", str(tmp_path / "cli.png")])
     assert _has_colour(tmp_path / "cli.png", green)
     empty = tmp_path / "empty"
     write_run(empty, "0_gan", method="gan", seed=0, fid=1.0)
-    no_sheet, no_picture = pytest.warns(UserWarning, match="no sample sheet"), pytest.warns(UserWarning,
-                                                                                           match="first seed")
-    with no_sheet, no_picture:
+    with (pytest.warns(UserWarning, match="no sample sheet"),
+          pytest.warns(UserWarning, match="first seed")):
         assert sample_sheet(table.build_rows(table.load_measurements([empty]), "fid"), "fid",
                             tmp_path / "none.png") is None
 
